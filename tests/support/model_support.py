@@ -1,0 +1,76 @@
+"""Tiny random encoders with a classification head, built offline with the MiniLM tokenizer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModel,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    ModernBertConfig,
+)
+
+from worker.encoder import default_model_path
+
+LABELS = {0: "ham", 1: "spam", 2: "toxic"}
+
+
+def save_tiny_model(directory: Path, kind: str, multi_label: bool = False) -> Path:
+    tokenizer = AutoTokenizer.from_pretrained(default_model_path())
+    common = dict(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        num_labels=len(LABELS),
+        id2label=LABELS,
+        label2id={v: k for k, v in LABELS.items()},
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    if multi_label:
+        common["problem_type"] = "multi_label_classification"
+    if kind == "bert":
+        config = BertConfig(**common)
+    elif kind == "modernbert":
+        config = ModernBertConfig(
+            **common,
+            bos_token_id=tokenizer.cls_token_id,
+            eos_token_id=tokenizer.sep_token_id,
+            cls_token_id=tokenizer.cls_token_id,
+            sep_token_id=tokenizer.sep_token_id,
+            global_attn_every_n_layers=2,
+            local_attention=16,
+        )
+    else:
+        raise ValueError(kind)
+    torch.manual_seed(1234)
+    model = AutoModelForSequenceClassification.from_config(config)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def reference_outputs(model_dir: Path, texts: list[str], max_length: int, pooling: str = "mean", normalize: bool = True):
+    """What plain transformers says for these texts: (probabilities, embeddings), one text at a time.
+
+    Independent of the worker's batching and padding on purpose.
+    """
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    classifier = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    base = AutoModel.from_pretrained(model_dir).eval()
+    multi = classifier.config.problem_type == "multi_label_classification"
+    probabilities, embeddings = [], []
+    with torch.inference_mode():
+        for text in texts:
+            encoded = tokenizer(text, truncation=True, max_length=max_length, return_tensors="pt")
+            logits = classifier(**encoded).logits[0]
+            probabilities.append(torch.sigmoid(logits) if multi else torch.softmax(logits, -1))
+            hidden = base(**encoded).last_hidden_state[0]
+            vector = hidden[0] if pooling == "cls" else hidden.mean(0)
+            embeddings.append(torch.nn.functional.normalize(vector, dim=-1) if normalize else vector)
+    return torch.stack(probabilities).numpy(), torch.stack(embeddings).numpy()

@@ -1,0 +1,111 @@
+from worker.batcher import Batcher, BatchPolicy, plan_batches
+
+
+def unsorted(max_size=4, max_tokens=1000, max_wait_ms=100):
+    return BatchPolicy(max_size=max_size, max_tokens=max_tokens, max_wait_ms=max_wait_ms, sort_window=1)
+
+
+def test_window_closes_at_max_size():
+    batcher = Batcher(unsorted(max_size=3))
+    assert batcher.add("a", 5, now=0.0) == []
+    assert batcher.add("b", 5, now=0.0) == []
+    [window] = batcher.add("c", 5, now=0.0)
+    assert window.entries == ["a", "b", "c"]
+    assert window.batches == [[0, 1, 2]]
+    assert len(batcher) == 0 and batcher.deadline() is None
+
+
+def test_window_closes_before_padded_cost_exceeds_max_tokens():
+    # Padded cost is longest × count: 10×2=20 fits, 30×3=90 does not fit in 50.
+    batcher = Batcher(unsorted(max_size=10, max_tokens=50))
+    assert batcher.add("a", 10, now=0.0) == []
+    assert batcher.add("b", 8, now=0.0) == []
+    [window] = batcher.add("c", 30, now=0.0)
+    assert window.entries == ["a", "b"]
+    assert window.padded_tokens() == 20
+    assert len(batcher) == 1  # "c" opened the next window
+
+
+def test_window_closes_after_max_wait_from_first_event():
+    batcher = Batcher(unsorted(max_wait_ms=100))
+    batcher.add("a", 5, now=10.0)
+    batcher.add("b", 5, now=10.05)
+    assert batcher.deadline() == 10.1
+    assert batcher.poll(now=10.099) == []
+    [window] = batcher.poll(now=10.1)
+    assert window.entries == ["a", "b"]
+    assert batcher.deadline() is None
+
+
+def test_zero_wait_closes_on_first_poll():
+    batcher = Batcher(unsorted(max_wait_ms=0))
+    batcher.add("a", 5, now=1.0)
+    assert len(batcher.poll(now=1.0)) == 1
+
+
+def test_rejected_entries_ride_along_in_order_without_counting():
+    batcher = Batcher(unsorted(max_size=2))
+    batcher.add("a", 5, now=0.0)
+    assert batcher.add("bad", None, now=0.0) == []
+    [window] = batcher.add("b", 7, now=0.0)
+    assert window.entries == ["a", "bad", "b"]
+    assert window.batches == [[0, 2]]
+    assert window.model_events == 2
+    assert window.real_tokens() == 12
+
+
+def test_a_window_of_only_rejected_entries_closes_on_time():
+    batcher = Batcher(unsorted(max_wait_ms=10))
+    batcher.add("bad", None, now=0.0)
+    [window] = batcher.poll(now=0.02)
+    assert window.batches == []
+
+
+def test_flush_closes_open_window():
+    batcher = Batcher(unsorted())
+    assert batcher.flush() == []
+    batcher.add("a", 3, now=0.0)
+    [window] = batcher.flush()
+    assert window.entries == ["a"]
+
+
+def test_sorted_window_groups_similar_lengths_and_keeps_entries_in_order():
+    policy = BatchPolicy(max_size=2, max_tokens=1000, max_wait_ms=100, sort_window=6)
+    batcher = Batcher(policy)
+    lengths = [50, 3, 48, 4, 51, 5]
+    closed = []
+    for i, length in enumerate(lengths):
+        closed += batcher.add(i, length, now=0.0)
+    [window] = closed
+    assert window.entries == [0, 1, 2, 3, 4, 5]
+    # Shortest first, pairs of similar lengths.
+    assert window.batches == [[1, 3], [5, 2], [0, 4]]
+    assert window.padded_tokens() == 4 * 2 + 48 * 2 + 51 * 2
+
+
+def test_sorting_cuts_padding_against_arrival_order():
+    lengths = [8, 200, 9, 180, 7, 190, 10, 170]
+    policy = BatchPolicy(max_size=2, max_tokens=10_000, max_wait_ms=0, sort_window=8)
+    def padded(batches):
+        return sum(max(lengths[i] for i in b) * len(b) for b in batches)
+    assert padded(plan_batches(lengths, policy, sort=True)) < padded(plan_batches(lengths, policy, sort=False)) * 0.6
+
+
+def test_plan_respects_max_tokens_and_max_size():
+    lengths = [100, 100, 100, 10, 10, 10, 10, 10]
+    policy = BatchPolicy(max_size=4, max_tokens=250, max_wait_ms=0, sort_window=8)
+    batches = plan_batches(lengths, policy, sort=True)
+    for batch in batches:
+        assert len(batch) <= 4
+        assert max(lengths[i] for i in batch) * len(batch) <= 250
+    assert sorted(i for b in batches for i in b) == list(range(8))
+
+
+def test_an_entry_longer_than_max_tokens_gets_a_batch_of_its_own():
+    policy = BatchPolicy(max_size=4, max_tokens=50, max_wait_ms=0, sort_window=1)
+    assert plan_batches([10, 80, 10], policy, sort=False) == [[0], [1], [2]]
+
+
+def test_sort_window_below_max_size_means_no_sorting():
+    assert not BatchPolicy(max_size=64, sort_window=64).sorting
+    assert BatchPolicy(max_size=64, sort_window=65).sorting

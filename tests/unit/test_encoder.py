@@ -1,0 +1,106 @@
+"""The encoder against plain transformers, on tiny random BERT and ModernBERT models and the packaged MiniLM."""
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+from tests.support.model_support import LABELS, reference_outputs, save_tiny_model
+from worker.encoder import Encoder, EncoderOptions, ModelLoadError, default_model_path
+from worker.labels import load_labels_file
+
+TEXTS = [
+    "short",
+    "a somewhat longer sentence about billing and refunds",
+    "word " * 300,  # longer than max_length: truncated
+    "Ünïcödé and emoji 🙂 survive tokenization",
+    "the quick brown fox jumps over the lazy dog " * 3,
+]
+
+
+@pytest.mark.parametrize("kind", ["bert", "modernbert"])
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_head_model_matches_transformers(kind, pooling, tiny_bert_dir, tiny_modernbert_dir):
+    model_dir = tiny_bert_dir if kind == "bert" else tiny_modernbert_dir
+    encoder = Encoder(EncoderOptions(path=model_dir, max_length=64, pooling=pooling, device="cpu"))
+    assert encoder.has_head and encoder.scoring == "softmax"
+    assert encoder.labels == [LABELS[i] for i in range(3)]
+    batch = encoder.tokenize(TEXTS)
+    assert max(len(ids) for ids in batch) == 64
+    out = encoder.encode(batch)  # one padded batch
+    probabilities, embeddings = reference_outputs(model_dir, TEXTS, max_length=64, pooling=pooling)
+    np.testing.assert_allclose(out.scores, probabilities, atol=2e-5)
+    np.testing.assert_allclose(out.embeddings, embeddings, atol=2e-5)
+    assert out.embeddings.shape == (len(TEXTS), 32)
+    np.testing.assert_allclose(np.linalg.norm(out.embeddings, axis=1), 1.0, atol=1e-5)
+
+
+def test_multi_label_head_uses_sigmoid(tmp_path):
+    model_dir = save_tiny_model(tmp_path, "bert", multi_label=True)
+    encoder = Encoder(EncoderOptions(path=model_dir, max_length=32, device="cpu", normalize=False))
+    assert encoder.scoring == "sigmoid"
+    out = encoder.encode(encoder.tokenize(TEXTS[:3]))
+    probabilities, embeddings = reference_outputs(model_dir, TEXTS[:3], max_length=32, normalize=False)
+    np.testing.assert_allclose(out.scores, probabilities, atol=2e-5)
+    np.testing.assert_allclose(out.embeddings, embeddings, atol=2e-5)
+    assert not np.allclose(out.scores.sum(axis=1), 1.0)
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return Encoder(EncoderOptions(path=default_model_path(), max_length=128, device="cpu"))
+
+
+def test_embedding_model_scores_labels_by_cosine_similarity(minilm):
+    assert not minilm.has_head and minilm.scoring == "cosine"
+    specs = load_labels_file(minilm.labels_file)
+    assert minilm.labels == [spec.name for spec in specs]
+    texts = ["Why was I charged twice this month?", "you are a worthless idiot"]
+    out = minilm.encode(minilm.tokenize(texts))
+
+    tokenizer = AutoTokenizer.from_pretrained(default_model_path())
+    model = AutoModel.from_pretrained(default_model_path()).eval()
+
+    def embed(batch):
+        encoded = tokenizer(batch, padding=True, truncation=True, max_length=128, return_tensors="pt")
+        with torch.inference_mode():
+            hidden = model(**encoded).last_hidden_state
+        mask = encoded["attention_mask"].unsqueeze(-1).float()
+        return torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+
+    expected_embeddings = embed(texts)
+    centroids = torch.stack([torch.nn.functional.normalize(embed(list(s.texts)).mean(0), dim=-1) for s in specs])
+    np.testing.assert_allclose(out.embeddings, expected_embeddings.numpy(), atol=1e-5)
+    np.testing.assert_allclose(out.scores, (expected_embeddings @ centroids.T).numpy(), atol=1e-5)
+    assert minilm.labels[int(out.scores[0].argmax())] == "billing question"
+    assert minilm.labels[int(out.scores[1].argmax())] == "harassment"
+
+
+def test_labels_file_turns_a_head_model_into_similarity_scoring(tmp_path, tiny_bert_dir):
+    labels = tmp_path / "labels.yaml"
+    labels.write_text("labels:\n  - name: a\n    examples: [alpha]\n  - name: b\n    description: beta\n")
+    encoder = Encoder(EncoderOptions(path=tiny_bert_dir, labels_file=labels, max_length=32, device="cpu"))
+    assert encoder.scoring == "cosine" and encoder.labels == ["a", "b"]
+    assert encoder.encode(encoder.tokenize(["x"])).scores.shape == (1, 2)
+
+
+def test_overflow_token_tells_cut_texts_from_fitting_ones(minilm):
+    long_ids, short_ids = minilm.tokenize(["word " * 500, "fits"], allow_overflow_by=1)
+    assert len(long_ids) == 129
+    assert len(short_ids) < 128
+
+
+def test_warm_up_runs_a_full_budget_batch(minilm):
+    minilm.warm_up(max_size=4, max_tokens=1024)  # 4 rows of 128 tokens must not fail
+
+
+def test_bad_options_name_the_setting(tmp_path, tiny_bert_dir):
+    with pytest.raises(ModelLoadError, match="WORKER_MODEL__PATH"):
+        Encoder(EncoderOptions(path=tmp_path))
+    with pytest.raises(ModelLoadError, match="WORKER_MODEL__MAX_LENGTH"):
+        Encoder(EncoderOptions(path=tiny_bert_dir, max_length=4096))
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelLoadError, match="WORKER_MODEL__DEVICE"):
+            Encoder(EncoderOptions(path=tiny_bert_dir, device="cuda"))
+    with pytest.raises(ModelLoadError, match="WORKER_MODEL__DEVICE"):
+        Encoder(EncoderOptions(path=tiny_bert_dir, device="tpu"))

@@ -1,0 +1,89 @@
+import json
+
+import numpy as np
+import orjson
+import pytest
+from jsonschema import Draft202012Validator
+
+from worker.outputs import OutputSerializer, SourceCoordinates, decode_vector, dead_letter_headers
+from worker.records import EmbeddingsRecord, InputEvent, LabelsRecord
+from worker.schemas import render_schemas
+from worker.settings import EmbeddingEncoding
+
+SOURCE = SourceCoordinates("events", 2, 41, 1_700_000_000_000)
+
+
+def serializer(encoding=EmbeddingEncoding.JSON, top_k=2):
+    return OutputSerializer("tiny", ["ham", "spam", "toxic"], "softmax", top_k, encoding, True)
+
+
+def test_top_labels_are_the_best_k_best_first():
+    scores = np.array([[0.1, 0.7, 0.2], [0.5, 0.1, 0.4]], dtype=np.float32)
+    indices, values = serializer().top_labels(scores)
+    assert indices.tolist() == [[1, 2], [0, 2]]
+    np.testing.assert_allclose(values, [[0.7, 0.2], [0.5, 0.4]])
+
+
+def test_top_k_larger_than_the_label_count_gives_all_labels():
+    indices, _ = serializer(top_k=10).top_labels(np.array([[0.2, 0.3, 0.5]], dtype=np.float32))
+    assert indices.tolist() == [[2, 1, 0]]
+
+
+def test_labels_value_follows_the_contract():
+    s = serializer()
+    indices, values = s.top_labels(np.array([[0.1, 0.7, 0.2]], dtype=np.float32))
+    record = orjson.loads(s.labels_value("e1", indices[0], values[0], SOURCE.as_dict(), 123))
+    parsed = LabelsRecord.model_validate(record)
+    assert parsed.label == "spam" and parsed.score == pytest.approx(0.7)
+    assert [item.label for item in parsed.labels] == ["spam", "toxic"]
+    assert parsed.source.offset == 41 and parsed.source.timestamp_ms == 1_700_000_000_000
+    assert parsed.produced_at_ms == 123
+
+
+@pytest.mark.parametrize("encoding", list(EmbeddingEncoding))
+def test_embeddings_value_round_trips_in_every_encoding(encoding):
+    vector = np.random.default_rng(0).standard_normal(16).astype(np.float32)
+    record = orjson.loads(serializer(encoding).embeddings_value("e1", vector, SOURCE.as_dict(), 5))
+    parsed = EmbeddingsRecord.model_validate(record)
+    assert parsed.dim == 16 and parsed.encoding == encoding.value
+    tolerance = 1e-3 if encoding is EmbeddingEncoding.BASE64_F16 else 1e-7
+    np.testing.assert_allclose(decode_vector(record), vector, rtol=tolerance, atol=tolerance)
+
+
+def test_outputs_validate_against_the_published_json_schemas():
+    schemas = {name: json.loads(content) for name, content in render_schemas().items()}
+    s = serializer()
+    indices, values = s.top_labels(np.array([[0.3, 0.3, 0.4]], dtype=np.float32))
+    labels = orjson.loads(s.labels_value("e", indices[0], values[0], SOURCE.as_dict(), 1))
+    embeddings = orjson.loads(s.embeddings_value("e", np.ones(4, dtype=np.float32), SOURCE.as_dict(), 1))
+    Draft202012Validator(schemas["labels-record.schema.json"]).validate(labels)
+    Draft202012Validator(schemas["embeddings-record.schema.json"]).validate(embeddings)
+    Draft202012Validator(schemas["input-event.schema.json"]).validate({"id": "x", "text": "hi", "metadata": {}})
+    assert not Draft202012Validator(schemas["input-event.schema.json"]).is_valid({"text": ""})
+
+
+def test_schema_files_match_the_models(tmp_path):
+    """Other teams build against schemas/; regenerate them with `encoder-worker schemas`."""
+    from pathlib import Path
+
+    repo_schemas = Path(__file__).resolve().parents[2] / "schemas"
+    for name, content in render_schemas().items():
+        assert (repo_schemas / name).read_bytes() == content, f"schemas/{name} is stale: run `encoder-worker schemas`"
+
+
+def test_input_model_accepts_what_the_decoder_accepts():
+    InputEvent.model_validate({"text": "x", "extra": 1})
+    with pytest.raises(ValueError):
+        InputEvent.model_validate({"text": 5})
+
+
+def test_dead_letter_headers_keep_the_originals_and_add_the_reason():
+    headers = dead_letter_headers([("trace", b"abc")], "invalid_json", "bad", SOURCE, "pod-1")
+    as_dict = dict(headers)
+    assert headers[0] == ("trace", b"abc")
+    assert as_dict["dlq.error.type"] == b"invalid_json"
+    assert as_dict["dlq.source.topic"] == b"events"
+    assert as_dict["dlq.source.partition"] == b"2"
+    assert as_dict["dlq.source.offset"] == b"41"
+    assert as_dict["dlq.source.timestamp_ms"] == b"1700000000000"
+    assert as_dict["dlq.worker"] == b"pod-1"

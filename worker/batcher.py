@@ -1,0 +1,146 @@
+"""Batch policy: pure logic, clock passed in.
+
+Events arrive in input order and gather into a *window*. A window closes when
+- it holds `max_size` events, or adding the next event would push its padded cost
+  (longest sequence × batch size) past `max_tokens` — when length sorting is off;
+- it holds `sort_window` events — when length sorting is on (`sort_window > max_size`);
+- `max_wait_ms` have passed since its first event.
+
+A closed window is cut into *batches* (one forward pass each): its events are sorted by token
+length and cut greedily so that no batch exceeds `max_size` events or `max_tokens` padded tokens.
+Sorting a window of mixed lengths keeps padding small; the window itself stays in input order, so
+outputs can be published in the order the events came in.
+
+Entries that need no model work (rejected records) ride along in the window, in order, with no
+token length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPolicy:
+    max_size: int = 64
+    max_tokens: int = 16384
+    max_wait_ms: int = 50
+    sort_window: int = 512
+
+    def __post_init__(self) -> None:
+        if self.max_size < 1 or self.max_tokens < 1 or self.max_wait_ms < 0 or self.sort_window < 1:
+            raise ValueError(f"invalid batch policy {self}")
+
+    @property
+    def sorting(self) -> bool:
+        return self.sort_window > self.max_size
+
+
+@dataclass(slots=True)
+class Window(Generic[T]):
+    """Entries in input order, and the forward passes over them (indices, shortest first)."""
+
+    entries: list[T]
+    lengths: list[int | None]
+    batches: list[list[int]] = field(default_factory=list)
+    opened_at: float = 0.0
+
+    @property
+    def model_events(self) -> int:
+        return sum(len(batch) for batch in self.batches)
+
+    def padded_tokens(self) -> int:
+        return sum(max(self.lengths[i] for i in batch) * len(batch) for batch in self.batches)  # type: ignore[type-var]
+
+    def real_tokens(self) -> int:
+        return sum(length for length in self.lengths if length is not None)
+
+
+def plan_batches(lengths: list[int | None], policy: BatchPolicy, sort: bool) -> list[list[int]]:
+    """Cut the entries that have a length into forward passes.
+
+    With `sort`, entries are ordered by length first so that similar lengths share a batch.
+    A single entry longer than `max_tokens` still gets a batch of its own.
+    """
+    order = [i for i, length in enumerate(lengths) if length is not None]
+    if sort:
+        order.sort(key=lambda i: lengths[i])  # type: ignore[arg-type, return-value]
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for i in order:
+        length: int = lengths[i]  # type: ignore[assignment]
+        new_longest = max(longest, length)
+        if current and (len(current) >= policy.max_size or new_longest * (len(current) + 1) > policy.max_tokens):
+            batches.append(current)
+            current, new_longest = [], length
+        current.append(i)
+        longest = new_longest
+    if current:
+        batches.append(current)
+    return batches
+
+
+class Batcher(Generic[T]):
+    """Gathers entries into windows under a `BatchPolicy`; `now` is seconds on any monotonic clock."""
+
+    def __init__(self, policy: BatchPolicy) -> None:
+        self.policy = policy
+        self._entries: list[T] = []
+        self._lengths: list[int | None] = []
+        self._model_count = 0
+        self._longest = 0
+        self._opened_at: float | None = None
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def deadline(self) -> float | None:
+        """When the open window must close, or None when nothing is waiting."""
+        if self._opened_at is None:
+            return None
+        return self._opened_at + self.policy.max_wait_ms / 1000.0
+
+    def add(self, entry: T, length: int | None, now: float) -> list[Window[T]]:
+        """Add one entry; returns the windows this closes (zero, one, or two)."""
+        closed: list[Window[T]] = []
+        if length is not None and not self.policy.sorting and self._model_count:
+            longest = max(self._longest, length)
+            if longest * (self._model_count + 1) > self.policy.max_tokens:
+                closed.append(self._close())
+        if self._opened_at is None:
+            self._opened_at = now
+        self._entries.append(entry)
+        self._lengths.append(length)
+        if length is not None:
+            self._model_count += 1
+            self._longest = max(self._longest, length)
+            limit = self.policy.sort_window if self.policy.sorting else self.policy.max_size
+            if self._model_count >= limit:
+                closed.append(self._close())
+        return closed
+
+    def poll(self, now: float) -> list[Window[T]]:
+        """Close the open window when its wait is over."""
+        deadline = self.deadline()
+        if deadline is not None and now >= deadline:
+            return [self._close()]
+        return []
+
+    def flush(self) -> list[Window[T]]:
+        """Close whatever is open (shutdown, rebalance)."""
+        return [self._close()] if self._entries else []
+
+    def _close(self) -> Window[T]:
+        window = Window(
+            entries=self._entries,
+            lengths=self._lengths,
+            batches=plan_batches(self._lengths, self.policy, sort=self.policy.sorting),
+            opened_at=self._opened_at or 0.0,
+        )
+        self._entries, self._lengths = [], []
+        self._model_count, self._longest, self._opened_at = 0, 0, None
+        return window

@@ -1,0 +1,117 @@
+"""Entry point: `encoder-worker run | demo | schemas`. Logging, signals and telemetry are set up here, once."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from worker.settings import SettingsError, WorkerSettings, load_settings
+
+log = logging.getLogger("worker")
+
+EXIT_BAD_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="encoder-worker", description="Classify and embed Kafka text events with an encoder model."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the worker (settings from WORKER_* variables and --config)")
+    run.add_argument("--config", type=Path, help="YAML settings file; environment variables win over it")
+    demo = commands.add_parser("demo", help="start a local broker, send sample events, classify them, print them")
+    demo.add_argument("--events", type=int, default=0, help="extra generated events besides the samples")
+    schemas = commands.add_parser("schemas", help="write the JSON Schemas of the event contract")
+    schemas.add_argument("--out", type=Path, default=Path("schemas"), help="directory to write (default: schemas)")
+    schemas.add_argument("--check", action="store_true", help="fail if the files differ instead of writing")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "run":
+        return run_command(args.config)
+    if args.command == "demo":
+        from worker.demo import run_demo
+
+        return run_demo(extra_events=args.events)
+    from worker.schemas import write_schemas
+
+    return write_schemas(args.out, check=args.check)
+
+
+def run_command(config_file: Path | None) -> int:
+    try:
+        settings = load_settings(config_file)
+    except SettingsError as exc:
+        print(f"encoder-worker: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    from worker.logs import configure_logging
+
+    configure_logging(settings.log.format.value, settings.log.level)
+    log.info("effective settings", extra={"settings": settings.masked()})
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    try:
+        return serve(settings, stop)
+    except SettingsError as exc:
+        log.error("bad configuration: %s", exc)
+        print(f"encoder-worker: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+
+
+def serve(settings: WorkerSettings, stop: threading.Event) -> int:
+    """Check the brokers, load and warm the model, then consume until `stop`."""
+    from worker.encoder import Encoder, ModelLoadError
+    from worker.kafka_clients import check_topics
+    from worker.labels import LabelsFileError
+    from worker.runner import Worker
+
+    check_topics(settings, timeout_s=settings.kafka.startup_timeout_s)
+    try:
+        encoder = Encoder(encoder_options(settings))
+    except LabelsFileError as exc:
+        raise SettingsError(f"invalid setting WORKER_MODEL__LABELS_FILE: {exc}") from None
+    except ModelLoadError as exc:
+        raise SettingsError(str(exc)) from None
+    encoder.warm_up(settings.batch.max_size, settings.batch.max_tokens)
+    if stop.is_set():
+        return 0
+    return Worker(settings, encoder).run(stop)
+
+
+def encoder_options(settings: WorkerSettings):  # type: ignore[no-untyped-def]
+    from worker.encoder import EncoderOptions, default_model_path
+
+    model = settings.model
+    return EncoderOptions(
+        path=model.path or default_model_path(),
+        device=model.device,
+        dtype=model.dtype,
+        max_length=model.max_length,
+        pooling=model.pooling.value,
+        normalize=model.normalize,
+        labels_file=model.labels_file,
+        num_threads=model.num_threads,
+        name=model.name,
+    )
+
+
+def install_signal_handlers(stop: threading.Event) -> None:
+    def request_stop(signum: int, frame: object) -> None:
+        if stop.is_set():
+            log.warning("second signal: exiting now")
+            raise SystemExit(130)
+        log.info("signal received, stopping", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

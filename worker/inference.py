@@ -1,0 +1,115 @@
+"""The model stage: a thread that runs each window's batches through the encoder.
+
+Takes windows from a bounded queue and puts scored windows on the next one; blocking on a full
+outgoing queue is how back-pressure reaches the poll loop. Knows nothing of Kafka.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Protocol
+
+import numpy as np
+
+from worker.batcher import Window
+from worker.decoding import Reason, Rejection
+from worker.encoder import EncodedBatch
+from worker.entries import Entry, ScoredWindow
+from worker.errors import FirstFailure
+from worker.metrics import WorkerMetrics
+
+log = logging.getLogger(__name__)
+
+STOP = None  # sentinel passed down the queues at shutdown
+
+
+class Model(Protocol):
+    dim: int
+    labels: list[str]
+
+    def encode(self, token_ids: list[list[int]]) -> EncodedBatch: ...
+
+
+class InferenceStage(threading.Thread):
+    def __init__(
+        self,
+        model: Model,
+        inbox: queue.Queue[Window[Entry] | None],
+        outbox: queue.Queue[ScoredWindow | None],
+        failure: FirstFailure,
+        metrics: WorkerMetrics,
+    ) -> None:
+        super().__init__(name="inference", daemon=True)
+        self.model = model
+        self.inbox = inbox
+        self.outbox = outbox
+        self.failure = failure
+        self.metrics = metrics
+        self.last_beat = time.monotonic()
+        self.busy_since: float | None = None
+
+    def run(self) -> None:
+        try:
+            while True:
+                self.last_beat = time.monotonic()
+                try:
+                    window = self.inbox.get(timeout=1.0)
+                except queue.Empty:
+                    continue
+                if window is STOP:
+                    self.outbox.put(STOP)
+                    return
+                scored = self.score(window)
+                self.outbox.put(scored)
+        except BaseException as exc:  # noqa: BLE001 - carried to the poll loop
+            log.exception("model stage failed")
+            self.failure.record(exc)
+
+    def score(self, window: Window[Entry]) -> ScoredWindow:
+        count = len(window.entries)
+        embeddings = np.zeros((count, self.model.dim), dtype=np.float32)
+        scores = np.zeros((count, len(self.model.labels)), dtype=np.float32)
+        model_seconds = 0.0
+        for batch in window.batches:
+            self.busy_since = time.monotonic()
+            token_ids = [window.entries[i].token_ids for i in batch]
+            started = time.perf_counter()
+            try:
+                encoded = self.model.encode(token_ids)  # type: ignore[arg-type]
+                embeddings[batch] = encoded.embeddings
+                scores[batch] = encoded.scores
+            except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the stream
+                log.warning("batch failed, retrying its events one by one", extra={"error": repr(exc)})
+                self._score_one_by_one(window, batch, embeddings, scores)
+            elapsed = time.perf_counter() - started
+            self.busy_since = None
+            self.last_beat = time.monotonic()
+            model_seconds += elapsed
+            self._record_batch(window, batch, elapsed)
+        return ScoredWindow(window, embeddings, scores, model_seconds)
+
+    def _score_one_by_one(
+        self, window: Window[Entry], batch: list[int], embeddings: np.ndarray, scores: np.ndarray
+    ) -> None:
+        for i in batch:
+            entry = window.entries[i]
+            try:
+                encoded = self.model.encode([entry.token_ids])  # type: ignore[list-item]
+            except Exception as exc:  # noqa: BLE001
+                entry.rejection = Rejection(Reason.MODEL_ERROR, f"the model failed on this text: {exc!r}"[:1000])
+                continue
+            embeddings[i] = encoded.embeddings[0]
+            scores[i] = encoded.scores[0]
+
+    def _record_batch(self, window: Window[Entry], batch: list[int], seconds: float) -> None:
+        lengths = [window.lengths[i] for i in batch]
+        padded = max(lengths) * len(batch)  # type: ignore[type-var, operator]
+        real = sum(lengths)  # type: ignore[arg-type]
+        self.metrics.batches.add(1)
+        self.metrics.batch_size.record(len(batch))
+        self.metrics.batch_tokens.record(padded)
+        self.metrics.batch_padding_ratio.record(padded / max(real, 1))
+        self.metrics.model_duration.record(seconds)

@@ -1,0 +1,77 @@
+"""Decode, validate and tokenize consumed records: raw Kafka messages in, entries with token counts out.
+
+Runs on the poll thread, so token counts are known when the batcher forms windows. Every
+record is tracked for commit before anything else can finish, valid or not.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from worker.decoding import Decoded, DecodePolicy, Reason, Rejection, decode
+from worker.entries import Entry
+from worker.offsets import OffsetTracker
+from worker.outputs import SourceCoordinates
+
+Tokenize = Callable[[list[str], int], list[list[int]]]
+
+
+class Intake:
+    def __init__(
+        self,
+        policy: DecodePolicy,
+        tokenize: Tokenize,
+        max_length: int,
+        reject_overlength: bool,
+        tracker: OffsetTracker,
+    ) -> None:
+        self.policy = policy
+        self.tokenize = tokenize
+        self.max_length = max_length
+        self.reject_overlength = reject_overlength
+        self.tracker = tracker
+
+    def accept(self, messages: Sequence[Any]) -> list[tuple[Entry, int | None]]:
+        """Entries in message order, each with its token count (None when rejected).
+
+        `messages` are confluent-kafka Messages without errors (anything with the same methods).
+        """
+        now = time.time()
+        entries: list[Entry] = []
+        texts: list[str] = []
+        text_rows: list[int] = []
+        for message in messages:
+            timestamp_type, timestamp = message.timestamp()
+            source = SourceCoordinates(
+                message.topic(), message.partition(), message.offset(), timestamp if timestamp_type else None
+            )
+            value = message.value()
+            entry = Entry(
+                source=source,
+                key=message.key(),
+                value=value,
+                headers=message.headers(),
+                offset=self.tracker.track(source.topic, source.partition, source.offset),
+                consumed_at=now,
+            )
+            outcome = decode(value, source.default_id(), self.policy)
+            if isinstance(outcome, Decoded):
+                entry.event_id = outcome.id
+                texts.append(outcome.text)
+                text_rows.append(len(entries))
+            else:
+                entry.rejection = outcome
+            entries.append(entry)
+
+        overflow = 1 if self.reject_overlength else 0
+        for row, ids in zip(text_rows, self.tokenize(texts, overflow)):
+            entry = entries[row]
+            if len(ids) > self.max_length:
+                entry.rejection = Rejection(
+                    Reason.TOO_MANY_TOKENS, f"text has more than {self.max_length} tokens (WORKER_MODEL__MAX_LENGTH)"
+                )
+            else:
+                entry.token_ids = ids
+        return [(entry, len(entry.token_ids) if entry.token_ids is not None else None) for entry in entries]

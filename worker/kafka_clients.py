@@ -1,0 +1,126 @@
+"""librdkafka configuration and client construction. Knows nothing of torch.
+
+Precedence, lowest first: the worker's defaults, the typed security settings, `kafka.config`
+(both clients), then `kafka.consumer_config` / `kafka.producer_config`.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
+
+from worker.settings import DeliveryMode, KafkaSettings, SettingsError, WorkerSettings
+
+log = logging.getLogger(__name__)
+
+CONSUMER_DEFAULTS: dict[str, Any] = {
+    "enable.auto.commit": False,
+    "enable.auto.offset.store": False,
+    "auto.offset.reset": "earliest",
+    "partition.assignment.strategy": "cooperative-sticky",
+    # Bounded prefetch: with a deep backlog librdkafka would otherwise buffer up to 64 MB.
+    "queued.max.messages.kbytes": 16384,
+    "isolation.level": "read_committed",
+}
+
+PRODUCER_DEFAULTS: dict[str, Any] = {
+    "enable.idempotence": True,
+    "acks": "all",
+    "linger.ms": 5,
+    "compression.type": "lz4",
+}
+
+
+def instance_id(settings: WorkerSettings) -> str:
+    return settings.delivery.instance_id or socket.gethostname()
+
+
+def _common(kafka: KafkaSettings) -> dict[str, Any]:
+    conf: dict[str, Any] = {"bootstrap.servers": kafka.bootstrap_servers, "client.id": kafka.client_id}
+    optional = {
+        "security.protocol": kafka.security_protocol,
+        "sasl.mechanism": kafka.sasl_mechanism,
+        "sasl.username": kafka.sasl_username,
+        "ssl.ca.location": kafka.ssl_ca_location,
+        "ssl.certificate.location": kafka.ssl_certificate_location,
+        "ssl.key.location": kafka.ssl_key_location,
+    }
+    conf.update({key: str(value) for key, value in optional.items() if value is not None})
+    try:
+        password = kafka.password()
+    except ValueError as exc:
+        raise SettingsError(f"invalid setting WORKER_KAFKA__SASL_PASSWORD_FILE: {exc}") from None
+    if password is not None:
+        conf["sasl.password"] = password.get_secret_value()
+    if kafka.ssl_key_password is not None:
+        conf["ssl.key.password"] = kafka.ssl_key_password.get_secret_value()
+    conf.update(kafka.config)
+    return conf
+
+
+def consumer_config(settings: WorkerSettings) -> dict[str, Any]:
+    kafka = settings.kafka
+    conf = {**CONSUMER_DEFAULTS, **_common(kafka), "group.id": kafka.group_id}
+    conf.update(kafka.consumer_config)
+    return conf
+
+
+def producer_config(settings: WorkerSettings) -> dict[str, Any]:
+    kafka = settings.kafka
+    conf = {**PRODUCER_DEFAULTS, **_common(kafka)}
+    if settings.delivery.mode is DeliveryMode.EXACTLY_ONCE:
+        conf["transactional.id"] = f"{settings.delivery.transactional_id_prefix}-{instance_id(settings)}"
+    conf.update(kafka.producer_config)
+    return conf
+
+
+def admin_config(settings: WorkerSettings) -> dict[str, Any]:
+    conf = _common(settings.kafka)
+    # Only connection and security properties mean anything to the admin client.
+    return {
+        key: value
+        for key, value in conf.items()
+        if key in ("bootstrap.servers", "client.id", "socket.timeout.ms", "request.timeout.ms")
+        or key.startswith(("security.", "sasl.", "ssl.", "socket.", "broker.", "client."))
+    }
+
+
+def check_topics(settings: WorkerSettings, timeout_s: float = 30.0) -> None:
+    """Fail at start-up, naming the setting, when the brokers are unreachable or a topic is missing.
+
+    Lists all topics rather than asking for each by name, which would auto-create them on
+    brokers that allow it.
+    """
+    admin = AdminClient(admin_config(settings))
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            metadata = admin.list_topics(timeout=max(1.0, min(10.0, deadline - time.monotonic())))
+            break
+        except KafkaException as exc:
+            if time.monotonic() >= deadline:
+                raise SettingsError(
+                    f"WORKER_KAFKA__BOOTSTRAP_SERVERS={settings.kafka.bootstrap_servers!r}: "
+                    f"no broker answered within {timeout_s:.0f}s ({exc.args[0]})"
+                ) from None
+            log.warning("brokers not reachable yet, retrying", extra={"error": str(exc.args[0])})
+            time.sleep(1.0)
+    existing = set(metadata.topics)
+    wanted = [("WORKER_TOPICS__INPUT", topic) for topic in settings.topics.input]
+    wanted += [
+        ("WORKER_TOPICS__LABELS", settings.topics.labels),
+        ("WORKER_TOPICS__EMBEDDINGS", settings.topics.embeddings),
+        ("WORKER_TOPICS__DEAD_LETTER", settings.topics.dead_letter),
+    ]
+    missing = [f"{name}={topic!r}" for name, topic in wanted if topic and topic not in existing]
+    if missing:
+        raise SettingsError("topic does not exist: " + ", ".join(missing))
+
+
+def is_fatal(error: KafkaError) -> bool:
+    return bool(error.fatal())

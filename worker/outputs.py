@@ -1,0 +1,132 @@
+"""Serialise output records (labels, embeddings, dead letters) to bytes. Pure; orjson only.
+
+The record layouts are the contract in `worker.records`; a test validates these bytes against it.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+
+import numpy as np
+import orjson
+
+from worker.settings import EmbeddingEncoding
+
+Headers = list[tuple[str, bytes]]
+
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+
+
+@dataclass(frozen=True, slots=True)
+class SourceCoordinates:
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+            "timestamp_ms": self.timestamp_ms,
+        }
+
+    def default_id(self) -> str:
+        return f"{self.topic}:{self.partition}:{self.offset}"
+
+
+class OutputSerializer:
+    """Builds output values for one model; the per-window work is vectorised with numpy."""
+
+    def __init__(
+        self,
+        model_name: str,
+        labels: list[str],
+        scoring: str,
+        top_k: int,
+        embedding_encoding: EmbeddingEncoding,
+        normalized: bool,
+    ) -> None:
+        self.model_name = model_name
+        self.labels = np.array(labels, dtype=object)
+        self.scoring = scoring
+        self.top_k = min(top_k, len(labels))
+        self.encoding = embedding_encoding
+        self.normalized = normalized
+
+    def top_labels(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Indices and scores of the best `top_k` labels per row, best first."""
+        if self.top_k < scores.shape[1]:
+            part = np.argpartition(-scores, self.top_k - 1, axis=1)[:, : self.top_k]
+        else:
+            part = np.tile(np.arange(scores.shape[1]), (scores.shape[0], 1))
+        part_scores = np.take_along_axis(scores, part, axis=1)
+        order = np.argsort(-part_scores, axis=1, kind="stable")
+        return np.take_along_axis(part, order, axis=1), np.take_along_axis(part_scores, order, axis=1)
+
+    def labels_value(
+        self, event_id: str, label_indices: np.ndarray, label_scores: np.ndarray, source: dict, now_ms: int
+    ) -> bytes:
+        names = self.labels[label_indices]
+        scores = label_scores.tolist()
+        return orjson.dumps(
+            {
+                "id": event_id,
+                "label": names[0],
+                "score": scores[0],
+                "labels": [{"label": name, "score": score} for name, score in zip(names, scores)],
+                "scoring": self.scoring,
+                "model": self.model_name,
+                "source": source,
+                "produced_at_ms": now_ms,
+            }
+        )
+
+    def embeddings_value(self, event_id: str, vector: np.ndarray, source: dict, now_ms: int) -> bytes:
+        if self.encoding is EmbeddingEncoding.JSON:
+            encoded: object = vector
+        elif self.encoding is EmbeddingEncoding.BASE64_F16:
+            encoded = base64.b64encode(vector.astype("<f2").tobytes()).decode("ascii")
+        else:
+            encoded = base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
+        return orjson.dumps(
+            {
+                "id": event_id,
+                "model": self.model_name,
+                "dim": int(vector.shape[0]),
+                "normalized": self.normalized,
+                "encoding": self.encoding.value,
+                "vector": encoded,
+                "source": source,
+                "produced_at_ms": now_ms,
+            },
+            option=_NUMPY,
+        )
+
+
+def dead_letter_headers(
+    original: Headers | None, reason: str, message: str, source: SourceCoordinates, worker_id: str
+) -> Headers:
+    headers = list(original or [])
+    headers += [
+        ("dlq.error.type", reason.encode()),
+        ("dlq.error.message", message.encode("utf-8", "replace")[:4096]),
+        ("dlq.source.topic", source.topic.encode()),
+        ("dlq.source.partition", str(source.partition).encode()),
+        ("dlq.source.offset", str(source.offset).encode()),
+        ("dlq.worker", worker_id.encode()),
+    ]
+    if source.timestamp_ms is not None:
+        headers.append(("dlq.source.timestamp_ms", str(source.timestamp_ms).encode()))
+    return headers
+
+
+def decode_vector(record: dict) -> np.ndarray:
+    """Read an embeddings record's vector back into numpy, whatever its encoding (for consumers and tests)."""
+    encoding = record["encoding"]
+    if encoding == "json":
+        return np.asarray(record["vector"], dtype=np.float32)
+    raw = base64.b64decode(record["vector"])
+    return np.frombuffer(raw, dtype="<f2" if encoding == "base64-f16" else "<f4").astype(np.float32)

@@ -1,0 +1,234 @@
+"""The publish stage: a thread that turns scored windows into output records and produces them.
+
+At-least-once: each output's delivery report acknowledges its input offset in the tracker; the
+poll loop commits what the tracker says is finished. Exactly-once: each window's outputs and its
+input offsets are committed in one Kafka transaction.
+
+Outputs are produced in window order, which is input order, so a partition's outputs keep the
+order of its records. Never raises inside a librdkafka callback: failures go to `FirstFailure`.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from confluent_kafka import KafkaException, Producer, TopicPartition
+
+from worker.entries import Entry, ScoredWindow
+from worker.errors import DeliveryError, FirstFailure, WorkerError
+from worker.metrics import WorkerMetrics
+from worker.offsets import OffsetTracker
+from worker.outputs import OutputSerializer, dead_letter_headers
+from worker.settings import TopicSettings
+
+log = logging.getLogger(__name__)
+
+TRANSACTION_ATTEMPTS = 5
+TRANSACTION_TIMEOUT_S = 60.0
+
+
+class Publisher(threading.Thread):
+    def __init__(
+        self,
+        producer: Producer,
+        serializer: OutputSerializer,
+        topics: TopicSettings,
+        tracker: OffsetTracker,
+        inbox: queue.Queue[ScoredWindow | None],
+        failure: FirstFailure,
+        metrics: WorkerMetrics,
+        worker_id: str,
+        group_metadata: Callable[[], Any] | None = None,
+    ) -> None:
+        """`group_metadata` switches on exactly-once: it returns the consumer's group metadata."""
+        super().__init__(name="publisher", daemon=True)
+        self.producer = producer
+        self.serializer = serializer
+        self.topics = topics
+        self.tracker = tracker
+        self.inbox = inbox
+        self.failure = failure
+        self.metrics = metrics
+        self.worker_id = worker_id
+        self.group_metadata = group_metadata
+        self.outputs_per_event = int(bool(topics.labels)) + int(bool(topics.embeddings))
+        self.last_beat = time.monotonic()
+
+    def run(self) -> None:
+        try:
+            while True:
+                self.last_beat = time.monotonic()
+                self.producer.poll(0)
+                try:
+                    scored = self.inbox.get(timeout=0.05)
+                except queue.Empty:
+                    continue
+                if scored is None:
+                    self.producer.flush()
+                    return
+                if self.failure.error is not None:
+                    continue  # stopping: produce nothing more, drain the queue
+                started = time.perf_counter()
+                if self.group_metadata is None:
+                    self.publish(scored)
+                else:
+                    self.publish_transaction(scored)
+                self.metrics.publish_duration.record(time.perf_counter() - started)
+        except BaseException as exc:  # noqa: BLE001 - carried to the poll loop
+            log.exception("publish stage failed")
+            self.failure.record(exc)
+
+    # -- at-least-once -------------------------------------------------------------------------
+
+    def publish(self, scored: ScoredWindow) -> None:
+        for entry, labels_value, embeddings_value in self._render(scored):
+            if entry.rejection is not None:
+                self.tracker.expect(entry.offset, 1)
+                self._produce_dead_letter(entry, partial(self._delivered, entry))
+                continue
+            # Expect before producing: a delivery report may arrive while we are still producing.
+            self.tracker.expect(entry.offset, self.outputs_per_event)
+            callback = partial(self._delivered, entry)
+            if labels_value is not None:
+                self._produce(self.topics.labels, labels_value, entry, callback)
+            if embeddings_value is not None:
+                self._produce(self.topics.embeddings, embeddings_value, entry, callback)
+        self.producer.poll(0)
+
+    def _delivered(self, entry: Entry, error: Any, message: Any) -> None:
+        if error is not None:
+            self.metrics.delivery_errors.add(1, {"topic": message.topic()})
+            self.failure.record(
+                DeliveryError(
+                    f"output record for {entry.source.default_id()} was not delivered to "
+                    f"{message.topic()!r}: {error.str()}"
+                )
+            )
+            return
+        if self.tracker.ack(entry.offset):
+            self._finished(entry)
+
+    def _finished(self, entry: Entry) -> None:
+        if entry.rejection is None:
+            self.metrics.events_labelled.add(1)
+        if entry.source.timestamp_ms is not None:
+            self.metrics.end_to_end_latency.record(max(0.0, time.time() - entry.source.timestamp_ms / 1000.0))
+
+    # -- exactly-once --------------------------------------------------------------------------
+
+    def publish_transaction(self, scored: ScoredWindow) -> None:
+        positions: dict[tuple[str, int], int] = {}
+        for entry in scored.window.entries:
+            key = (entry.source.topic, entry.source.partition)
+            positions[key] = max(positions.get(key, -1), entry.source.offset + 1)
+        offsets = [TopicPartition(topic, partition, offset) for (topic, partition), offset in positions.items()]
+        rendered = list(self._render(scored))
+        for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
+            try:
+                self.producer.begin_transaction()
+                for entry, labels_value, embeddings_value in rendered:
+                    if entry.rejection is not None:
+                        self._produce_dead_letter(entry, None)
+                        continue
+                    if labels_value is not None:
+                        self._produce(self.topics.labels, labels_value, entry, None)
+                    if embeddings_value is not None:
+                        self._produce(self.topics.embeddings, embeddings_value, entry, None)
+                self.producer.send_offsets_to_transaction(offsets, self.group_metadata(), TRANSACTION_TIMEOUT_S)  # type: ignore[misc]
+                self._commit_transaction()
+                break
+            except KafkaException as exc:
+                error = exc.args[0]
+                if error.fatal() or not error.txn_requires_abort() or attempt == TRANSACTION_ATTEMPTS:
+                    self.metrics.commits.add(1, {"result": "failed"})
+                    raise WorkerError(f"transaction failed, stopping: {error.str()}") from exc
+                log.warning("transaction aborted, retrying", extra={"attempt": attempt, "error": error.str()})
+                self.producer.abort_transaction(TRANSACTION_TIMEOUT_S)
+                time.sleep(min(2.0, 0.1 * 2**attempt))
+        self.metrics.commits.add(1, {"result": "ok"})
+        for entry, _, _ in rendered:
+            self.tracker.expect(entry.offset, 0)
+            self._finished(entry)
+
+    def _commit_transaction(self) -> None:
+        while True:
+            try:
+                self.producer.commit_transaction(TRANSACTION_TIMEOUT_S)
+                return
+            except KafkaException as exc:
+                if exc.args[0].retriable():
+                    continue
+                raise
+
+    # -- shared --------------------------------------------------------------------------------
+
+    def _render(self, scored: ScoredWindow):  # type: ignore[no-untyped-def]
+        """(entry, labels value or None, embeddings value or None) per entry, in window order."""
+        entries = scored.window.entries
+        serializer = self.serializer
+        now_ms = int(time.time() * 1000)
+        rows = [i for i, entry in enumerate(entries) if entry.rejection is None]
+        if self.topics.labels and rows:
+            top_indices, top_scores = serializer.top_labels(scored.scores[rows])
+        row_of = {i: n for n, i in enumerate(rows)}
+        for i, entry in enumerate(entries):
+            if entry.rejection is not None:
+                yield entry, None, None
+                continue
+            source = entry.source.as_dict()
+            labels_value = embeddings_value = None
+            if self.topics.labels:
+                n = row_of[i]
+                labels_value = serializer.labels_value(entry.event_id, top_indices[n], top_scores[n], source, now_ms)  # type: ignore[arg-type]
+            if self.topics.embeddings:
+                embeddings_value = serializer.embeddings_value(entry.event_id, scored.embeddings[i], source, now_ms)  # type: ignore[arg-type]
+            yield entry, labels_value, embeddings_value
+
+    def _produce_dead_letter(self, entry: Entry, callback: Callable[..., None] | None) -> None:
+        rejection = entry.rejection
+        assert rejection is not None
+        self.metrics.events_dead_lettered.add(1, {"reason": rejection.reason})
+        log.info(
+            "record dead-lettered",
+            extra={
+                "topic": entry.source.topic,
+                "partition": entry.source.partition,
+                "offset": entry.source.offset,
+                "event_id": entry.event_id,
+                "reason": rejection.reason,
+                "error": rejection.message,
+            },
+        )
+        headers = dead_letter_headers(entry.headers, rejection.reason, rejection.message, entry.source, self.worker_id)
+        self._send(self.topics.dead_letter, entry.value, entry.key, headers, callback)
+
+    def _produce(self, topic: str, value: bytes, entry: Entry, callback: Callable[..., None] | None) -> None:
+        self._send(topic, value, entry.key, entry.headers, callback)
+
+    def _send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: Any,
+        callback: Callable[..., None] | None,
+    ) -> None:
+        while True:
+            try:
+                if callback is None:
+                    self.producer.produce(topic, value, key, headers=headers)
+                else:
+                    self.producer.produce(topic, value, key, headers=headers, on_delivery=callback)
+                return
+            except BufferError:
+                # The producer's queue is full: serve delivery reports until there is room.
+                self.producer.poll(0.1)
+            except KafkaException as exc:
+                self.metrics.delivery_errors.add(1, {"topic": topic})
+                raise DeliveryError(f"the producer refused a record for {topic!r}: {exc.args[0].str()}") from exc

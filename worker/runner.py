@@ -1,0 +1,328 @@
+"""The worker: the poll loop, and the lifecycle of the stages around it.
+
+    consume → decode/validate → tokenize (intake) → batch (batcher)
+        → [model queue] → inference thread → [publish queue] → publisher thread → commit
+
+The poll loop never blocks on the model: closed windows go on a bounded queue, and when it is
+full the loop pauses every assigned partition and keeps polling (heartbeats, rebalances,
+`max.poll.interval.ms`) until the queue drains.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+from worker.batcher import Batcher, BatchPolicy, Window
+from worker.decoding import DecodePolicy
+from worker.encoder import Encoder
+from worker.entries import Entry, ScoredWindow
+from worker.errors import FirstFailure, WorkerError
+from worker.inference import STOP, InferenceStage
+from worker.intake import Intake
+from worker.kafka_clients import consumer_config, instance_id, producer_config
+from worker.metrics import WorkerMetrics
+from worker.offsets import OffsetTracker
+from worker.outputs import OutputSerializer
+from worker.publisher import Publisher
+from worker.settings import DeliveryMode, InputFormat, Overlength, WorkerSettings
+
+log = logging.getLogger(__name__)
+
+# librdkafka's own log lines go through Python logging (and so the JSON formatter).
+KAFKA_LOGGER = logging.getLogger("librdkafka")
+POLL_CHUNK = 500
+POLL_TIMEOUT_S = 0.1
+
+
+@dataclass
+class WorkerStatus:
+    """What the health endpoints read; written by the worker's threads."""
+
+    model_ready: bool = False
+    subscribed: bool = False
+    assigned_partitions: int = 0
+    stopping: bool = False
+    poll_beat: float = field(default_factory=time.monotonic)
+    stages: list[Any] = field(default_factory=list)
+
+
+class Worker:
+    def __init__(self, settings: WorkerSettings, encoder: Encoder, metrics: WorkerMetrics | None = None) -> None:
+        self.settings = settings
+        self.encoder = encoder
+        self.metrics = metrics or WorkerMetrics()
+        self.status = WorkerStatus(model_ready=True)
+        self.worker_id = instance_id(settings)
+        self.exactly_once = settings.delivery.mode is DeliveryMode.EXACTLY_ONCE
+        batch = settings.batch
+        self.policy = BatchPolicy(batch.max_size, batch.max_tokens, batch.max_wait_ms, batch.sort_window)
+        self.failure = FirstFailure()
+        self.tracker = OffsetTracker()
+        self.batcher: Batcher[Entry] = Batcher(self.policy)
+        self.model_queue: queue.Queue[Window[Entry] | None] = queue.Queue(maxsize=batch.queue_depth)
+        self.publish_queue: queue.Queue[ScoredWindow | None] = queue.Queue(maxsize=batch.queue_depth)
+        self.held: deque[Window[Entry]] = deque()
+        self.paused = False
+        self._repause = False
+        self._last_commit = 0.0
+        self._draining_failed = False
+        self.consumer: Consumer | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> int:
+        """Consume until `stop` is set or a failure; returns the process exit code."""
+        settings = self.settings
+        callbacks = {"error_cb": self._on_kafka_error, "logger": KAFKA_LOGGER}
+        self.consumer = Consumer({**consumer_config(settings), **callbacks, "on_commit": self._on_commit})
+        producer = Producer({**producer_config(settings), **callbacks})
+        if self.exactly_once:
+            producer.init_transactions(60.0)
+        serializer = OutputSerializer(
+            self.encoder.name,
+            self.encoder.labels,
+            self.encoder.scoring,
+            settings.output.top_k,
+            settings.output.embedding_encoding,
+            settings.model.normalize,
+        )
+        inference = InferenceStage(self.encoder, self.model_queue, self.publish_queue, self.failure, self.metrics)
+        publisher = Publisher(
+            producer,
+            serializer,
+            settings.topics,
+            self.tracker,
+            self.publish_queue,
+            self.failure,
+            self.metrics,
+            self.worker_id,
+            group_metadata=self.consumer.consumer_group_metadata if self.exactly_once else None,
+        )
+        self.status.stages = [inference, publisher]
+        intake = Intake(
+            DecodePolicy(
+                json_input=settings.input.format is InputFormat.JSON,
+                max_record_bytes=settings.input.max_record_bytes,
+                max_text_chars=settings.input.max_text_chars,
+            ),
+            self.encoder.tokenize,
+            settings.model.max_length,
+            settings.model.overlength is Overlength.DEAD_LETTER,
+            self.tracker,
+        )
+        inference.start()
+        publisher.start()
+        self.consumer.subscribe(
+            list(settings.topics.input), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+        self.status.subscribed = True
+        log.info("worker started", extra={"topics": settings.topics.input, "worker_id": self.worker_id})
+        exit_code = 0
+        try:
+            while not stop.is_set():
+                self._turn(intake)
+            log.info("stopping: draining in-flight events")
+            self.status.stopping = True
+            self._drain()
+            self._commit(sync=True)
+        except WorkerError as exc:
+            log.error("worker failed: %s", exc, extra={"error": str(exc)})
+            self._draining_failed = True
+            exit_code = 1
+            self._commit(sync=True)  # only what was delivered: the tracker guarantees it
+        finally:
+            self.status.stopping = True
+            self._close(producer, [inference, publisher])
+        return exit_code
+
+    def _close(self, producer: Producer, stages: list[threading.Thread]) -> None:
+        assert self.consumer is not None
+        try:
+            self.consumer.close()  # leaves the group; revocation finds nothing in flight
+        except Exception as exc:  # noqa: BLE001 - closing must go on
+            log.warning("consumer close failed", extra={"error": repr(exc)})
+        self._put_blocking(self.model_queue, STOP, timeout=5.0)
+        # A failed stage may never pass the stop marker on; the threads are daemons.
+        join_timeout = 5.0 if self.failure.error is not None else self.settings.delivery.drain_timeout_s
+        for stage in stages:
+            stage.join(timeout=join_timeout)
+        producer.flush(5.0)
+        log.info("worker stopped")
+
+    # -- the poll loop -------------------------------------------------------------------------
+
+    def _turn(self, intake: Intake) -> None:
+        assert self.consumer is not None
+        self.status.poll_beat = time.monotonic()
+        self.failure.raise_if_failed()
+        self._release_held()
+        timeout = POLL_TIMEOUT_S
+        deadline = self.batcher.deadline()
+        if deadline is not None:
+            timeout = min(timeout, max(0.0, deadline - time.monotonic()))
+        messages = self.consumer.consume(num_messages=POLL_CHUNK, timeout=timeout)
+        if self._repause and self.paused:
+            self.consumer.pause(self.consumer.assignment())
+            self._repause = False
+        if messages:
+            good = [message for message in messages if not self._is_error(message)]
+            if good:
+                started = time.perf_counter()
+                accepted = intake.accept(good)
+                self.metrics.tokenize_duration.record(time.perf_counter() - started)
+                self.metrics.events_consumed.add(len(good))
+                now = time.monotonic()
+                for entry, length in accepted:
+                    for window in self.batcher.add(entry, length, now):
+                        self._submit(window)
+        for window in self.batcher.poll(time.monotonic()):
+            self._submit(window)
+        self.metrics.set_gauge("queue.depth", self.model_queue.qsize() + len(self.held), stage="model")
+        self.metrics.set_gauge("queue.depth", self.publish_queue.qsize(), stage="publish")
+        if not self.exactly_once and time.monotonic() - self._last_commit >= self.settings.delivery.commit_interval_ms / 1000:
+            self._commit(sync=False)
+
+    def _is_error(self, message: Any) -> bool:
+        error = message.error()
+        if error is None:
+            return False
+        if error.code() == KafkaError._PARTITION_EOF:
+            return True
+        if error.fatal():
+            raise WorkerError(f"consumer error: {error.str()}")
+        log.warning("consumer error", extra={"error": error.str(), "topic": message.topic()})
+        return True
+
+    def _submit(self, window: Window[Entry]) -> None:
+        if not self.held:
+            try:
+                self.model_queue.put_nowait(window)
+                return
+            except queue.Full:
+                pass
+        self.held.append(window)
+        if not self.paused:
+            assert self.consumer is not None
+            assignment = self.consumer.assignment()
+            self.consumer.pause(assignment)
+            self.paused = True
+            self.metrics.set_gauge("partitions.paused", len(assignment))
+            log.debug("model busy: partitions paused", extra={"partitions": len(assignment)})
+
+    def _release_held(self) -> None:
+        while self.held:
+            try:
+                self.model_queue.put_nowait(self.held[0])
+            except queue.Full:
+                return
+            self.held.popleft()
+        if self.paused:
+            assert self.consumer is not None
+            self.consumer.resume(self.consumer.assignment())
+            self.paused = False
+            self.metrics.set_gauge("partitions.paused", 0)
+
+    # -- draining and committing ---------------------------------------------------------------
+
+    def _drain(self) -> None:
+        """Push everything consumed through the stages and wait until its outputs are delivered."""
+        deadline = time.monotonic() + self.settings.delivery.drain_timeout_s
+        for window in self.batcher.flush():
+            self.held.append(window)
+        while self.held:
+            if not self._put_blocking(self.model_queue, self.held[0], timeout=deadline - time.monotonic()):
+                break
+            self.held.popleft()
+        while self.tracker.open_count() > 0 and self.failure.error is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        left = self.tracker.open_count()
+        if left:
+            log.warning("drain timed out; unfinished events will be reprocessed", extra={"events": left})
+        if self.paused and self.consumer is not None:
+            self.consumer.resume(self.consumer.assignment())
+            self.paused = False
+
+    def _put_blocking(self, target: queue.Queue[Any], item: Any, timeout: float) -> bool:
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            try:
+                target.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                if time.monotonic() >= deadline or (self.failure.error is not None and item is not STOP):
+                    return False
+
+    def _commit(self, sync: bool) -> None:
+        if self.exactly_once or self.consumer is None:
+            return
+        self._last_commit = time.monotonic()
+        offsets = self.tracker.committable(include_committed=sync)
+        if not offsets:
+            return
+        partitions = [TopicPartition(topic, partition, offset) for (topic, partition), offset in offsets.items()]
+        try:
+            if sync:
+                self.consumer.commit(offsets=partitions, asynchronous=False)
+                self.metrics.commits.add(1, {"result": "ok"})
+            else:
+                self.consumer.commit(offsets=partitions, asynchronous=True)
+            self.tracker.mark_committed(offsets)
+        except Exception as exc:  # noqa: BLE001 - a failed commit is retried by the next one
+            self.metrics.commits.add(1, {"result": "failed"})
+            log.warning("commit failed", extra={"error": repr(exc)})
+
+    def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        failed = [(tp.topic, tp.partition) for tp in partitions if tp.error is not None]
+        if error is not None or failed:
+            self.metrics.commits.add(1, {"result": "failed"})
+            self.tracker.unmark_committed(failed or [(tp.topic, tp.partition) for tp in partitions])
+            log.warning("commit failed", extra={"error": error.str() if error else str(partitions[0].error)})
+        else:
+            self.metrics.commits.add(1, {"result": "ok"})
+
+    # -- rebalances (called from inside consume(), on the poll thread) -------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.metrics.rebalances.add(1, {"kind": "assign"})
+        if self.paused:
+            self._repause = True
+        self.status.assigned_partitions = len(consumer.assignment()) + len(partitions)
+        self.metrics.set_gauge("partitions.assigned", self.status.assigned_partitions)
+        log.info("partitions assigned", extra={"partitions": _names(partitions)})
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.metrics.rebalances.add(1, {"kind": "revoke"})
+        if partitions and not self._draining_failed and self.failure.error is None:
+            # Finish and commit what we hold before another worker takes these partitions over.
+            self._drain()
+            self._commit(sync=True)
+        self.tracker.forget([(tp.topic, tp.partition) for tp in partitions])
+        self.status.assigned_partitions = max(0, len(consumer.assignment()) - len(partitions))
+        self.metrics.set_gauge("partitions.assigned", self.status.assigned_partitions)
+        log.info("partitions revoked", extra={"partitions": _names(partitions)})
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Another worker may own them already: committing now could undo its progress.
+        self.metrics.rebalances.add(1, {"kind": "lost"})
+        dropped = self.tracker.forget([(tp.topic, tp.partition) for tp in partitions])
+        self.status.assigned_partitions = max(0, len(consumer.assignment()) - len(partitions))
+        self.metrics.set_gauge("partitions.assigned", self.status.assigned_partitions)
+        log.warning("partitions lost", extra={"partitions": _names(partitions), "unfinished_events": dropped})
+
+    def _on_kafka_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            self.failure.record(WorkerError(f"fatal Kafka client error: {error.str()}"))
+        else:
+            log.warning("kafka client error", extra={"error": error.str()})
+
+
+def _names(partitions: list[TopicPartition]) -> list[str]:
+    return [f"{tp.topic}:{tp.partition}" for tp in partitions]
