@@ -18,7 +18,7 @@ token length.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -47,6 +47,8 @@ class Window(Generic[T]):
     lengths: list[int | None]
     batches: list[list[int]] = field(default_factory=list)
     opened_at: float = 0.0
+    # The caller's data riding along with the window (its trace span); the batcher never reads it.
+    tag: Any = None
 
     @property
     def model_events(self) -> int:

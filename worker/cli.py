@@ -65,13 +65,38 @@ def run_command(config_file: Path | None) -> int:
 
 
 def serve(settings: WorkerSettings, stop: threading.Event) -> int:
-    """Check the brokers, load and warm the model, then consume until `stop`."""
-    from worker.encoder import Encoder, ModelLoadError
-    from worker.kafka_clients import check_topics
-    from worker.labels import LabelsFileError
+    """Serve the health endpoints, check the brokers, load and warm the model, consume until `stop`."""
+    from worker.health import WorkerStatus
+    from worker.http_server import HealthServer
+    from worker.kafka_clients import check_topics, instance_id
     from worker.runner import Worker
+    from worker.telemetry import setup_telemetry
 
-    check_topics(settings, timeout_s=settings.kafka.startup_timeout_s)
+    telemetry = setup_telemetry(settings.telemetry, instance_id(settings))
+    status = WorkerStatus()
+    server = None
+    if settings.http.port:
+        # Up before the model loads, so that probes see "alive, not ready" during start-up.
+        server = HealthServer(
+            settings.http.host, settings.http.port, status, telemetry.registry, settings.telemetry.liveness_timeout_s
+        ).start()
+    try:
+        check_topics(settings, timeout_s=settings.kafka.startup_timeout_s)
+        encoder = load_encoder(settings)
+        if stop.is_set():
+            return 0
+        return Worker(settings, encoder, telemetry.metrics, telemetry.tracing, status).run(stop)
+    finally:
+        if server is not None:
+            server.stop()
+        telemetry.shutdown()
+
+
+def load_encoder(settings: WorkerSettings):  # type: ignore[no-untyped-def]
+    """The model, loaded and warmed up at the largest batch the settings allow."""
+    from worker.encoder import Encoder, ModelLoadError
+    from worker.labels import LabelsFileError
+
     try:
         encoder = Encoder(encoder_options(settings))
     except LabelsFileError as exc:
@@ -79,9 +104,7 @@ def serve(settings: WorkerSettings, stop: threading.Event) -> int:
     except ModelLoadError as exc:
         raise SettingsError(str(exc)) from None
     encoder.warm_up(settings.batch.max_size, settings.batch.max_tokens)
-    if stop.is_set():
-        return 0
-    return Worker(settings, encoder).run(stop)
+    return encoder
 
 
 def encoder_options(settings: WorkerSettings):  # type: ignore[no-untyped-def]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -58,6 +59,25 @@ class DecodePolicy:
     max_text_chars: int = 100_000
 
 
+def record_bytes(value: bytes | None, key: bytes | None, headers: Sequence[tuple[str, bytes | None]] | None) -> int:
+    """A record's size as the limit counts it: key, value, and header names and values."""
+    size = len(value or b"") + len(key or b"")
+    for name, header_value in headers or ():
+        size += len(name) + len(header_value or b"")
+    return size
+
+
+def check_record_size(size: int, policy: DecodePolicy) -> Rejection | None:
+    """Checked before anything else, so that one hostile record cannot make the worker decode megabytes."""
+    if size > policy.max_record_bytes:
+        return Rejection(
+            Reason.RECORD_TOO_LARGE,
+            f"record is {size} bytes (key, value and headers); the limit is {policy.max_record_bytes} "
+            "(WORKER_INPUT__MAX_RECORD_BYTES)",
+        )
+    return None
+
+
 def decode(value: bytes | None, default_id: str, policy: DecodePolicy) -> Decoded | Rejection:
     """Turn a record value into an event, or say why it cannot be one."""
     if value is None:
@@ -91,8 +111,14 @@ def _decode_json(value: bytes, default_id: str, policy: DecodePolicy) -> Decoded
         return Rejection(Reason.NOT_AN_OBJECT, f"JSON value is {_json_type(obj)}, expected an object")
     # orjson keeps the last of duplicate keys silently; which "text" was meant is ambiguous.
     # The slow check runs only when a key name occurs twice in the raw bytes.
-    if (value.count(b'"text"') > 1 or value.count(b'"id"') > 1) and (dup := _duplicate_top_level_key(value)):
-        return Rejection(Reason.DUPLICATE_KEY, f"key {dup!r} appears more than once")
+    if value.count(b'"text"') > 1 or value.count(b'"id"') > 1:
+        try:
+            dup = _duplicate_top_level_key(value)
+        except RecursionError:
+            # orjson accepts up to 1024 levels, the stdlib parser fewer: reject rather than crash.
+            return Rejection(Reason.INVALID_JSON, "value is nested too deeply to check its keys for duplicates")
+        if dup:
+            return Rejection(Reason.DUPLICATE_KEY, f"key {dup!r} appears more than once")
 
     text = obj.get("text")
     if "text" not in obj:

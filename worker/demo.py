@@ -45,8 +45,7 @@ def run_demo(extra_events: int = 0) -> int:
 
 
 def _demo(bootstrap: str, extra_events: int) -> int:
-    from worker.cli import encoder_options
-    from worker.encoder import Encoder
+    from worker.cli import load_encoder
     from worker.runner import Worker
 
     run = uuid.uuid4().hex[:8]
@@ -81,8 +80,7 @@ def _demo(bootstrap: str, extra_events: int) -> int:
         batch={"max_wait_ms": 20},
     )
     started = time.monotonic()
-    encoder = Encoder(encoder_options(settings))
-    encoder.warm_up(settings.batch.max_size, settings.batch.max_tokens)
+    encoder = load_encoder(settings)
     print(f"model {encoder.name} on {encoder.device} ready in {time.monotonic() - started:.1f}s; labels: {', '.join(encoder.labels)}")
 
     stop = threading.Event()

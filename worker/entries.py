@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from opentelemetry.trace import SpanContext
 
 from worker.batcher import Window
 from worker.decoding import Rejection
@@ -22,8 +23,10 @@ class Entry:
     event_id: str | None = None
     token_ids: list[int] | None = None
     rejection: Rejection | None = None
-    # Wall-clock time the record was consumed (for latency metrics), seconds since epoch.
-    consumed_at: float = 0.0
+    # Wall-clock time the record was consumed, ns since epoch (start of its trace span).
+    consumed_ns: int = 0
+    # The record's `traceparent`, when tracing is on and it had one.
+    trace_context: SpanContext | None = None
 
 
 @dataclass(slots=True)

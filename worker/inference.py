@@ -20,6 +20,7 @@ from worker.encoder import EncodedBatch
 from worker.entries import Entry, ScoredWindow
 from worker.errors import FirstFailure
 from worker.metrics import WorkerMetrics
+from worker.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,10 @@ class InferenceStage(threading.Thread):
         outbox: queue.Queue[ScoredWindow | None],
         failure: FirstFailure,
         metrics: WorkerMetrics,
+        tracing: Tracing | None = None,
     ) -> None:
-        super().__init__(name="inference", daemon=True)
+        super().__init__(name="model", daemon=True)
+        self.tracing = tracing if tracing is not None and tracing.enabled else None
         self.model = model
         self.inbox = inbox
         self.outbox = outbox
@@ -76,6 +79,7 @@ class InferenceStage(threading.Thread):
         for batch in window.batches:
             self.busy_since = time.monotonic()
             token_ids = [window.entries[i].token_ids for i in batch]
+            started_ns = time.time_ns()
             started = time.perf_counter()
             try:
                 encoded = self.model.encode(token_ids)  # type: ignore[arg-type]
@@ -88,7 +92,7 @@ class InferenceStage(threading.Thread):
             self.busy_since = None
             self.last_beat = time.monotonic()
             model_seconds += elapsed
-            self._record_batch(window, batch, elapsed)
+            self._record_batch(window, batch, elapsed, started_ns)
         return ScoredWindow(window, embeddings, scores, model_seconds)
 
     def _score_one_by_one(
@@ -104,10 +108,13 @@ class InferenceStage(threading.Thread):
             embeddings[i] = encoded.embeddings[0]
             scores[i] = encoded.scores[0]
 
-    def _record_batch(self, window: Window[Entry], batch: list[int], seconds: float) -> None:
+    def _record_batch(self, window: Window[Entry], batch: list[int], seconds: float, started_ns: int) -> None:
         lengths = [window.lengths[i] for i in batch]
         padded = max(lengths) * len(batch)  # type: ignore[type-var, operator]
         real = sum(lengths)  # type: ignore[arg-type]
+        if self.tracing is not None and window.tag is not None:
+            attributes = {"encoder_worker.batch.size": len(batch), "encoder_worker.batch.tokens": padded}
+            self.tracing.child(window.tag, "encoder_worker.model", started_ns, started_ns + int(seconds * 1e9), attributes)
         self.metrics.batches.add(1)
         self.metrics.batch_size.record(len(batch))
         self.metrics.batch_tokens.record(padded)

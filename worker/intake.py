@@ -14,6 +14,7 @@ from worker.decoding import Decoded, DecodePolicy, Reason, Rejection, decode
 from worker.entries import Entry
 from worker.offsets import OffsetTracker
 from worker.outputs import SourceCoordinates
+from worker.tracing import Tracing
 
 Tokenize = Callable[[list[str], int], list[list[int]]]
 
@@ -26,19 +27,21 @@ class Intake:
         max_length: int,
         reject_overlength: bool,
         tracker: OffsetTracker,
+        tracing: Tracing | None = None,
     ) -> None:
         self.policy = policy
         self.tokenize = tokenize
         self.max_length = max_length
         self.reject_overlength = reject_overlength
         self.tracker = tracker
+        self.tracing = tracing if tracing is not None and tracing.enabled else None
 
     def accept(self, messages: Sequence[Any]) -> list[tuple[Entry, int | None]]:
         """Entries in message order, each with its token count (None when rejected).
 
         `messages` are confluent-kafka Messages without errors (anything with the same methods).
         """
-        now = time.time()
+        now_ns = time.time_ns()
         entries: list[Entry] = []
         texts: list[str] = []
         text_rows: list[int] = []
@@ -54,8 +57,10 @@ class Intake:
                 value=value,
                 headers=message.headers(),
                 offset=self.tracker.track(source.topic, source.partition, source.offset),
-                consumed_at=now,
+                consumed_ns=now_ns,
             )
+            if self.tracing is not None:
+                entry.trace_context = self.tracing.extract(entry.headers)
             outcome = decode(value, source.default_id(), self.policy)
             if isinstance(outcome, Decoded):
                 entry.event_id = outcome.id

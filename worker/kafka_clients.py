@@ -26,6 +26,8 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     # Bounded prefetch: with a deep backlog librdkafka would otherwise buffer up to 64 MB.
     "queued.max.messages.kbytes": 16384,
     "isolation.level": "read_committed",
+    # Feeds the consumer-lag gauge and the broker-reachability part of /readyz.
+    "statistics.interval.ms": 5000,
 }
 
 PRODUCER_DEFAULTS: dict[str, Any] = {

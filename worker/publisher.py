@@ -26,6 +26,7 @@ from worker.metrics import WorkerMetrics
 from worker.offsets import OffsetTracker
 from worker.outputs import OutputSerializer, dead_letter_headers
 from worker.settings import TopicSettings
+from worker.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,11 @@ class Publisher(threading.Thread):
         metrics: WorkerMetrics,
         worker_id: str,
         group_metadata: Callable[[], Any] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         """`group_metadata` switches on exactly-once: it returns the consumer's group metadata."""
-        super().__init__(name="publisher", daemon=True)
+        super().__init__(name="publish", daemon=True)
+        self.tracing = tracing if tracing is not None and tracing.enabled else None
         self.producer = producer
         self.serializer = serializer
         self.topics = topics
@@ -59,6 +62,7 @@ class Publisher(threading.Thread):
         self.group_metadata = group_metadata
         self.outputs_per_event = int(bool(topics.labels)) + int(bool(topics.embeddings))
         self.last_beat = time.monotonic()
+        self.busy_since: float | None = None
 
     def run(self) -> None:
         try:
@@ -75,11 +79,18 @@ class Publisher(threading.Thread):
                 if self.failure.error is not None:
                     continue  # stopping: produce nothing more, drain the queue
                 started = time.perf_counter()
+                started_ns = time.time_ns()
+                self.busy_since = time.monotonic()
                 if self.group_metadata is None:
                     self.publish(scored)
                 else:
                     self.publish_transaction(scored)
+                self.busy_since = None
                 self.metrics.publish_duration.record(time.perf_counter() - started)
+                span = scored.window.tag
+                if self.tracing is not None and span is not None:
+                    self.tracing.child(span, "encoder_worker.produce", started_ns, time.time_ns())
+                    span.end()
         except BaseException as exc:  # noqa: BLE001 - carried to the poll loop
             log.exception("publish stage failed")
             self.failure.record(exc)
@@ -87,7 +98,7 @@ class Publisher(threading.Thread):
     # -- at-least-once -------------------------------------------------------------------------
 
     def publish(self, scored: ScoredWindow) -> None:
-        for entry, labels_value, embeddings_value in self._render(scored):
+        for entry, labels_value, embeddings_value, headers in self._render(scored):
             if entry.rejection is not None:
                 self.tracker.expect(entry.offset, 1)
                 self._produce_dead_letter(entry, partial(self._delivered, entry))
@@ -96,9 +107,9 @@ class Publisher(threading.Thread):
             self.tracker.expect(entry.offset, self.outputs_per_event)
             callback = partial(self._delivered, entry)
             if labels_value is not None:
-                self._produce(self.topics.labels, labels_value, entry, callback)
+                self._send(self.topics.labels, labels_value, entry.key, headers, callback)
             if embeddings_value is not None:
-                self._produce(self.topics.embeddings, embeddings_value, entry, callback)
+                self._send(self.topics.embeddings, embeddings_value, entry.key, headers, callback)
         self.producer.poll(0)
 
     def _delivered(self, entry: Entry, error: Any, message: Any) -> None:
@@ -132,14 +143,14 @@ class Publisher(threading.Thread):
         for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
             try:
                 self.producer.begin_transaction()
-                for entry, labels_value, embeddings_value in rendered:
+                for entry, labels_value, embeddings_value, headers in rendered:
                     if entry.rejection is not None:
                         self._produce_dead_letter(entry, None)
                         continue
                     if labels_value is not None:
-                        self._produce(self.topics.labels, labels_value, entry, None)
+                        self._send(self.topics.labels, labels_value, entry.key, headers, None)
                     if embeddings_value is not None:
-                        self._produce(self.topics.embeddings, embeddings_value, entry, None)
+                        self._send(self.topics.embeddings, embeddings_value, entry.key, headers, None)
                 self.producer.send_offsets_to_transaction(offsets, self.group_metadata(), TRANSACTION_TIMEOUT_S)  # type: ignore[misc]
                 self._commit_transaction()
                 break
@@ -152,7 +163,7 @@ class Publisher(threading.Thread):
                 self.producer.abort_transaction(TRANSACTION_TIMEOUT_S)
                 time.sleep(min(2.0, 0.1 * 2**attempt))
         self.metrics.commits.add(1, {"result": "ok"})
-        for entry, _, _ in rendered:
+        for entry, _, _, _ in rendered:
             self.tracker.expect(entry.offset, 0)
             self._finished(entry)
 
@@ -169,17 +180,22 @@ class Publisher(threading.Thread):
     # -- shared --------------------------------------------------------------------------------
 
     def _render(self, scored: ScoredWindow):  # type: ignore[no-untyped-def]
-        """(entry, labels value or None, embeddings value or None) per entry, in window order."""
+        """(entry, labels value, embeddings value, headers) per entry, in window order.
+
+        Values are None for an output that is off or an entry that was rejected.
+        """
         entries = scored.window.entries
         serializer = self.serializer
-        now_ms = int(time.time() * 1000)
+        now_ns = time.time_ns()
+        now_ms = now_ns // 1_000_000
+        window_span = scored.window.tag if self.tracing is not None else None
         rows = [i for i, entry in enumerate(entries) if entry.rejection is None]
         if self.topics.labels and rows:
             top_indices, top_scores = serializer.top_labels(scored.scores[rows])
         row_of = {i: n for n, i in enumerate(rows)}
         for i, entry in enumerate(entries):
             if entry.rejection is not None:
-                yield entry, None, None
+                yield entry, None, None, entry.headers
                 continue
             source = entry.source.as_dict()
             labels_value = embeddings_value = None
@@ -188,7 +204,17 @@ class Publisher(threading.Thread):
                 labels_value = serializer.labels_value(entry.event_id, top_indices[n], top_scores[n], source, now_ms)  # type: ignore[arg-type]
             if self.topics.embeddings:
                 embeddings_value = serializer.embeddings_value(entry.event_id, scored.embeddings[i], source, now_ms)  # type: ignore[arg-type]
-            yield entry, labels_value, embeddings_value
+            yield entry, labels_value, embeddings_value, self._headers(entry, window_span, now_ns)
+
+    def _headers(self, entry: Entry, window_span: Any, now_ns: int) -> Any:
+        if window_span is None:
+            return entry.headers
+        assert self.tracing is not None
+        if entry.trace_context is not None:
+            context = self.tracing.event_span(entry.trace_context, window_span, entry.consumed_ns, now_ns)
+        else:
+            context = window_span.get_span_context()
+        return self.tracing.output_headers(entry.headers, context)
 
     def _produce_dead_letter(self, entry: Entry, callback: Callable[..., None] | None) -> None:
         rejection = entry.rejection
@@ -207,9 +233,6 @@ class Publisher(threading.Thread):
         )
         headers = dead_letter_headers(entry.headers, rejection.reason, rejection.message, entry.source, self.worker_id)
         self._send(self.topics.dead_letter, entry.value, entry.key, headers, callback)
-
-    def _produce(self, topic: str, value: bytes, entry: Entry, callback: Callable[..., None] | None) -> None:
-        self._send(topic, value, entry.key, entry.headers, callback)
 
     def _send(
         self,

@@ -15,9 +15,9 @@ import queue
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from worker.batcher import Batcher, BatchPolicy, Window
@@ -25,6 +25,7 @@ from worker.decoding import DecodePolicy
 from worker.encoder import Encoder
 from worker.entries import Entry, ScoredWindow
 from worker.errors import FirstFailure, WorkerError
+from worker.health import WorkerStatus
 from worker.inference import STOP, InferenceStage
 from worker.intake import Intake
 from worker.kafka_clients import consumer_config, instance_id, producer_config
@@ -33,6 +34,7 @@ from worker.offsets import OffsetTracker
 from worker.outputs import OutputSerializer
 from worker.publisher import Publisher
 from worker.settings import DeliveryMode, InputFormat, Overlength, WorkerSettings
+from worker.tracing import Tracing, wall_ns_from_monotonic
 
 log = logging.getLogger(__name__)
 
@@ -42,24 +44,21 @@ POLL_CHUNK = 500
 POLL_TIMEOUT_S = 0.1
 
 
-@dataclass
-class WorkerStatus:
-    """What the health endpoints read; written by the worker's threads."""
-
-    model_ready: bool = False
-    subscribed: bool = False
-    assigned_partitions: int = 0
-    stopping: bool = False
-    poll_beat: float = field(default_factory=time.monotonic)
-    stages: list[Any] = field(default_factory=list)
-
-
 class Worker:
-    def __init__(self, settings: WorkerSettings, encoder: Encoder, metrics: WorkerMetrics | None = None) -> None:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        encoder: Encoder,
+        metrics: WorkerMetrics | None = None,
+        tracing: Tracing | None = None,
+        status: WorkerStatus | None = None,
+    ) -> None:
         self.settings = settings
         self.encoder = encoder
         self.metrics = metrics or WorkerMetrics()
-        self.status = WorkerStatus(model_ready=True)
+        self.tracing = tracing or Tracing(None)
+        self.status = status or WorkerStatus()
+        self.status.model_ready = True
         self.worker_id = instance_id(settings)
         self.exactly_once = settings.delivery.mode is DeliveryMode.EXACTLY_ONCE
         batch = settings.batch
@@ -74,6 +73,8 @@ class Worker:
         self._repause = False
         self._last_commit = 0.0
         self._draining_failed = False
+        # Tokenizer time slices of the open window, for its trace span: (start ns, end ns, records).
+        self._tokenize_slices: list[tuple[int, int, int]] = []
         self.consumer: Consumer | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -82,7 +83,9 @@ class Worker:
         """Consume until `stop` is set or a failure; returns the process exit code."""
         settings = self.settings
         callbacks = {"error_cb": self._on_kafka_error, "logger": KAFKA_LOGGER}
-        self.consumer = Consumer({**consumer_config(settings), **callbacks, "on_commit": self._on_commit})
+        self.consumer = Consumer(
+            {**consumer_config(settings), **callbacks, "on_commit": self._on_commit, "stats_cb": self._on_stats}
+        )
         producer = Producer({**producer_config(settings), **callbacks})
         if self.exactly_once:
             producer.init_transactions(60.0)
@@ -94,7 +97,9 @@ class Worker:
             settings.output.embedding_encoding,
             settings.model.normalize,
         )
-        inference = InferenceStage(self.encoder, self.model_queue, self.publish_queue, self.failure, self.metrics)
+        inference = InferenceStage(
+            self.encoder, self.model_queue, self.publish_queue, self.failure, self.metrics, self.tracing
+        )
         publisher = Publisher(
             producer,
             serializer,
@@ -105,6 +110,7 @@ class Worker:
             self.metrics,
             self.worker_id,
             group_metadata=self.consumer.consumer_group_metadata if self.exactly_once else None,
+            tracing=self.tracing,
         )
         self.status.stages = [inference, publisher]
         intake = Intake(
@@ -117,6 +123,7 @@ class Worker:
             settings.model.max_length,
             settings.model.overlength is Overlength.DEAD_LETTER,
             self.tracker,
+            self.tracing,
         )
         inference.start()
         publisher.start()
@@ -175,10 +182,14 @@ class Worker:
         if messages:
             good = [message for message in messages if not self._is_error(message)]
             if good:
-                started = time.perf_counter()
+                started_ns = time.time_ns()
                 accepted = intake.accept(good)
-                self.metrics.tokenize_duration.record(time.perf_counter() - started)
-                self.metrics.events_consumed.add(len(good))
+                ended_ns = time.time_ns()
+                self.metrics.tokenize_duration.record((ended_ns - started_ns) / 1e9)
+                for topic, count in _count_by_topic(good).items():
+                    self.metrics.events_consumed.add(count, {"topic": topic})
+                if self.tracing.enabled:
+                    self._tokenize_slices.append((started_ns, ended_ns, len(good)))
                 now = time.monotonic()
                 for entry, length in accepted:
                     for window in self.batcher.add(entry, length, now):
@@ -202,6 +213,8 @@ class Worker:
         return True
 
     def _submit(self, window: Window[Entry]) -> None:
+        if self.tracing.enabled:
+            self._start_window_span(window)
         if not self.held:
             try:
                 self.model_queue.put_nowait(window)
@@ -216,6 +229,20 @@ class Worker:
             self.paused = True
             self.metrics.set_gauge("partitions.paused", len(assignment))
             log.debug("model busy: partitions paused", extra={"partitions": len(assignment)})
+
+    def _start_window_span(self, window: Window[Entry]) -> None:
+        links = [entry.trace_context for entry in window.entries if entry.trace_context is not None]
+        attributes = {
+            "encoder_worker.window.events": len(window.entries),
+            "encoder_worker.window.batches": len(window.batches),
+            "encoder_worker.window.padded_tokens": window.padded_tokens(),
+        }
+        span = self.tracing.start_window(wall_ns_from_monotonic(window.opened_at), links, attributes)
+        for started_ns, ended_ns, records in self._tokenize_slices:
+            self.tracing.child(span, "encoder_worker.tokenize", started_ns, ended_ns, {"encoder_worker.records": records})
+        # The slice being processed may also feed the next window.
+        self._tokenize_slices = self._tokenize_slices[-1:]
+        window.tag = span
 
     def _release_held(self) -> None:
         while self.held:
@@ -320,8 +347,36 @@ class Worker:
     def _on_kafka_error(self, error: KafkaError) -> None:
         if error.fatal():
             self.failure.record(WorkerError(f"fatal Kafka client error: {error.str()}"))
-        else:
-            log.warning("kafka client error", extra={"error": error.str()})
+            return
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self.status.connected = False
+        log.warning("kafka client error", extra={"error": error.str()})
+
+    def _on_stats(self, stats_json: str) -> None:
+        """librdkafka statistics: consumer lag per assigned partition, and broker reachability."""
+        stats = orjson.loads(stats_json)
+        self.status.connected = any(broker.get("state") == "UP" for broker in stats.get("brokers", {}).values())
+        lag: dict[tuple[tuple[str, str | int], ...], float] = {}
+        for topic, topic_stats in stats.get("topics", {}).items():
+            for partition, partition_stats in topic_stats.get("partitions", {}).items():
+                if partition == "-1" or partition_stats.get("fetch_state") != "active":
+                    continue
+                value = partition_stats.get("consumer_lag", -1)
+                high = partition_stats.get("hi_offset", -1)
+                if value < 0 and high >= 0:
+                    # Nothing consumed from it yet: everything in it is still to do.
+                    value = high - max(partition_stats.get("lo_offset", 0), 0)
+                if value >= 0:
+                    lag[(("partition", int(partition)), ("topic", topic))] = value
+        self.metrics.replace_gauge("consumer.lag", lag)
+
+
+def _count_by_topic(messages: list[Any]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for message in messages:
+        topic = message.topic()
+        counts[topic] = counts.get(topic, 0) + 1
+    return counts
 
 
 def _names(partitions: list[TopicPartition]) -> list[str]:
