@@ -209,3 +209,29 @@ def test_unreachable_broker_fails_at_start_with_its_name(worker_topics):
     result = subprocess.run([sys.executable, "-m", "worker", "run"], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "WORKER_KAFKA__BOOTSTRAP_SERVERS" in result.stderr
+
+
+def test_sigterm_mid_run_finishes_in_hand_work_and_restart_duplicates_nothing(bootstrap, worker_topics, tiny_bert_dir):
+    """Graceful stop: batches in hand are finished, delivered and committed; the next worker starts after them."""
+    model_dir = tiny_bert_dir
+    topics = worker_topics
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    texts = mixed_texts(4000, seed=11)
+    produce(bootstrap, topics["input"], [(f"k{i % 9}".encode(), json_event(f"t{i}", t)) for i, t in enumerate(texts)])
+    env = worker_env(bootstrap, topics, group, model__path=model_dir, model__max_length=128,
+                     batch__max_size=16, batch__sort_window=64, batch__max_wait_ms=5)
+    with WorkerProcess(env) as worker:
+        wait_until(lambda: len(read_json(bootstrap, topics["labels"], 300, timeout_s=2)) >= 300, timeout_s=120,
+                   what="the first outputs")
+        assert worker.stop(signal.SIGTERM) == 0, worker.logs()[-3000:]
+        logs = worker.logs()
+    first_run = read_json(bootstrap, topics["labels"], len(texts), timeout_s=5)
+    assert 300 <= len(first_run) < len(texts), "the run should be stopped part-way"
+    assert "stopping: draining in-flight events" in logs and "worker stopped" in logs
+
+    with WorkerProcess(env) as worker:
+        labels = read_json(bootstrap, topics["labels"], len(texts), timeout_s=240)
+        assert worker.stop() == 0
+    ids = [r["id"] for r in labels]
+    assert sorted(set(ids)) == sorted(f"t{i}" for i in range(len(texts)))
+    assert len(ids) == len(texts), f"{len(ids) - len(texts)} duplicates after a graceful stop"

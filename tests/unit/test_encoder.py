@@ -104,3 +104,26 @@ def test_bad_options_name_the_setting(tmp_path, tiny_bert_dir):
             Encoder(EncoderOptions(path=tiny_bert_dir, device="cuda"))
     with pytest.raises(ModelLoadError, match="WORKER_MODEL__DEVICE"):
         Encoder(EncoderOptions(path=tiny_bert_dir, device="tpu"))
+
+
+def test_reduced_precision_path_stays_close_to_float32(tiny_bert_dir):
+    """The fp16/bf16 path (the CUDA default) casts back to float32 for pooling and scores; bf16 runs on CPU."""
+    full = Encoder(EncoderOptions(path=tiny_bert_dir, max_length=32, device="cpu", dtype="float32"))
+    half = Encoder(EncoderOptions(path=tiny_bert_dir, max_length=32, device="cpu", dtype="bfloat16"))
+    assert next(half.model.parameters()).dtype == torch.bfloat16
+    ids = full.tokenize(TEXTS)
+    a, b = full.encode(ids), half.encode(ids)
+    assert b.embeddings.dtype == np.float32 and b.scores.dtype == np.float32
+    np.testing.assert_allclose(b.embeddings, a.embeddings, atol=5e-2)
+    np.testing.assert_allclose(b.scores, a.scores, atol=5e-2)
+
+
+def test_device_and_precision_defaults():
+    from worker.encoder import resolve_device, resolve_dtype
+
+    assert resolve_dtype("auto", torch.device("cuda")) == torch.float16
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert resolve_dtype("bfloat16", torch.device("cuda")) == torch.bfloat16
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    assert resolve_device("cpu").type == "cpu"
