@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from worker.decoding import Decoded, DecodePolicy, Reason, Rejection, decode
+from worker.decoding import Decoded, DecodePolicy, Reason, Rejection, check_record_size, decode, record_bytes
 from worker.entries import Entry
 from worker.offsets import OffsetTracker
 from worker.outputs import SourceCoordinates
@@ -61,13 +61,16 @@ class Intake:
             )
             if self.tracing is not None:
                 entry.trace_context = self.tracing.extract(entry.headers)
-            outcome = decode(value, source.default_id(), self.policy)
+            size = record_bytes(value, entry.key, entry.headers)
+            outcome = check_record_size(size, self.policy) or decode(value, source.default_id(), self.policy)
             if isinstance(outcome, Decoded):
                 entry.event_id = outcome.id
                 texts.append(outcome.text)
                 text_rows.append(len(entries))
             else:
                 entry.rejection = outcome
+                if outcome.reason == Reason.RECORD_TOO_LARGE:
+                    _shed_oversized(entry, self.policy.max_record_bytes)
             entries.append(entry)
 
         overflow = 1 if self.reject_overlength else 0
@@ -80,3 +83,16 @@ class Intake:
             else:
                 entry.token_ids = ids
         return [(entry, len(entry.token_ids) if entry.token_ids is not None else None) for entry in entries]
+
+
+def _shed_oversized(entry: Entry, limit: int) -> None:
+    """Its dead letter goes without the value (and without key and headers when those alone pass the limit).
+
+    A copy would need the producer and the dead-letter topic to take what the worker refused: on a
+    broker with the usual 1 MB limit the copy would fail and stop the worker on every restart. The
+    original stays in the input topic, at the coordinates the dead letter's headers name.
+    """
+    entry.value = None
+    if record_bytes(None, entry.key, entry.headers) > limit:
+        entry.key = None
+        entry.headers = None

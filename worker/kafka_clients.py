@@ -38,6 +38,11 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 }
 
 
+# What an output may add to the input record it carries (key and headers are copied): the worker's
+# own headers, a dead-letter reason, an embedding vector.
+OUTPUT_HEADROOM_BYTES = 1 << 20
+
+
 def instance_id(settings: WorkerSettings) -> str:
     return settings.delivery.instance_id or socket.gethostname()
 
@@ -74,7 +79,10 @@ def consumer_config(settings: WorkerSettings) -> dict[str, Any]:
 
 def producer_config(settings: WorkerSettings) -> dict[str, Any]:
     kafka = settings.kafka
-    conf = {**PRODUCER_DEFAULTS, **_common(kafka)}
+    # Room for a dead letter of the largest record the worker accepts, plus what the worker adds
+    # (headers, an embedding): librdkafka's 1,000,000 default would refuse it and stop the worker.
+    largest = settings.input.max_record_bytes + OUTPUT_HEADROOM_BYTES
+    conf = {**PRODUCER_DEFAULTS, "message.max.bytes": largest, **_common(kafka)}
     if settings.delivery.mode is DeliveryMode.EXACTLY_ONCE:
         conf["transactional.id"] = f"{settings.delivery.transactional_id_prefix}-{instance_id(settings)}"
     conf.update(kafka.producer_config)

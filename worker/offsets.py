@@ -22,6 +22,11 @@ class OffsetEntry:
         self.offset = offset
         self.remaining = 1
 
+    @property
+    def forgotten(self) -> bool:
+        """Its partition was revoked or lost: another worker owns the record now."""
+        return self.remaining < 0
+
 
 class OffsetTracker:
     def __init__(self) -> None:

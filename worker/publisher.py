@@ -134,13 +134,14 @@ class Publisher(threading.Thread):
     # -- exactly-once --------------------------------------------------------------------------
 
     def publish_transaction(self, scored: ScoredWindow) -> None:
-        positions: dict[tuple[str, int], int] = {}
-        for entry in scored.window.entries:
-            key = (entry.source.topic, entry.source.partition)
-            positions[key] = max(positions.get(key, -1), entry.source.offset + 1)
-        offsets = [TopicPartition(topic, partition, offset) for (topic, partition), offset in positions.items()]
         rendered = list(self._render(scored))
         for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
+            # After a rebalance (the usual cause of an aborted transaction) the partitions this worker
+            # lost are another worker's, which resumes them from their committed offset: leave them out.
+            rendered = [row for row in rendered if not row[0].offset.forgotten]
+            if not rendered:
+                return
+            offsets = _next_offsets([entry for entry, _, _, _ in rendered])
             try:
                 self.producer.begin_transaction()
                 for entry, labels_value, embeddings_value, headers in rendered:
@@ -255,3 +256,12 @@ class Publisher(threading.Thread):
             except KafkaException as exc:
                 self.metrics.delivery_errors.add(1, {"topic": topic})
                 raise DeliveryError(f"the producer refused a record for {topic!r}: {exc.args[0].str()}") from exc
+
+
+def _next_offsets(entries: list[Entry]) -> list[TopicPartition]:
+    """The offsets to commit with these entries' outputs: one past the last entry of each partition."""
+    positions: dict[tuple[str, int], int] = {}
+    for entry in entries:
+        key = (entry.source.topic, entry.source.partition)
+        positions[key] = max(positions.get(key, -1), entry.source.offset + 1)
+    return [TopicPartition(topic, partition, offset) for (topic, partition), offset in positions.items()]

@@ -76,6 +76,10 @@ class Worker:
         # Tokenizer time slices of the open window, for its trace span: (start ns, end ns, records).
         self._tokenize_slices: list[tuple[int, int, int]] = []
         self.consumer: Consumer | None = None
+        # Exactly-once: the consumer's group metadata, read on the poll thread at each rebalance. The
+        # publisher must not ask the consumer itself: that call waits until no other thread is inside
+        # consume(), which the poll loop hardly ever allows (seen: a transaction stuck for minutes).
+        self._group_metadata: Any = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -109,7 +113,7 @@ class Worker:
             self.failure,
             self.metrics,
             self.worker_id,
-            group_metadata=self.consumer.consumer_group_metadata if self.exactly_once else None,
+            group_metadata=(lambda: self._group_metadata) if self.exactly_once else None,
             tracing=self.tracing,
         )
         self.status.stages = [inference, publisher]
@@ -317,7 +321,13 @@ class Worker:
 
     # -- rebalances (called from inside consume(), on the poll thread) -------------------------
 
+    def _note_generation(self, consumer: Consumer) -> None:
+        """A rebalance may start a new group generation: transactions must carry the current one."""
+        if self.exactly_once:
+            self._group_metadata = consumer.consumer_group_metadata()
+
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._note_generation(consumer)
         self.metrics.rebalances.add(1, {"kind": "assign"})
         if self.paused:
             self._repause = True
@@ -326,6 +336,7 @@ class Worker:
         log.info("partitions assigned", extra={"partitions": _names(partitions)})
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._note_generation(consumer)
         self.metrics.rebalances.add(1, {"kind": "revoke"})
         if partitions and not self._draining_failed and self.failure.error is None:
             # Finish and commit what we hold before another worker takes these partitions over.
@@ -338,6 +349,7 @@ class Worker:
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Another worker may own them already: committing now could undo its progress.
+        self._note_generation(consumer)
         self.metrics.rebalances.add(1, {"kind": "lost"})
         dropped = self.tracker.forget([(tp.topic, tp.partition) for tp in partitions])
         self.status.assigned_partitions = max(0, len(consumer.assignment()) - len(partitions))

@@ -1,6 +1,6 @@
 import pytest
 
-from worker.decoding import Decoded, DecodePolicy, Reason, Rejection, decode
+from worker.decoding import Decoded, DecodePolicy, Reason, Rejection, check_record_size, decode, record_bytes
 
 JSON = DecodePolicy(json_input=True, max_record_bytes=10_000, max_text_chars=1_000)
 TEXT = DecodePolicy(json_input=False, max_record_bytes=10_000, max_text_chars=1_000)
@@ -88,3 +88,19 @@ def test_text_mode_rejections(value, reason):
 
 def test_every_reason_is_listed():
     assert {Reason.NULL_VALUE, Reason.MODEL_ERROR, Reason.TOO_MANY_TOKENS} <= set(Reason.all())
+
+
+def test_deep_nesting_with_duplicate_keys_is_rejected_not_raised():
+    # orjson takes 1,000 levels; the stdlib parser used for the duplicate-key check recurses too deep.
+    value = b'{"text": "a", "text": "b", "m": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+    outcome = decode(value, "d", JSON)
+    assert isinstance(outcome, Rejection) and outcome.reason == Reason.INVALID_JSON
+
+
+def test_record_size_counts_key_value_and_headers():
+    assert record_bytes(b"v" * 10, b"k" * 5, [("h", b"x" * 4), ("empty", None)]) == 10 + 5 + 1 + 4 + 5
+    assert record_bytes(None, None, None) == 0
+    assert check_record_size(10_000, JSON) is None
+    rejection = check_record_size(10_001, JSON)
+    assert rejection is not None and rejection.reason == Reason.RECORD_TOO_LARGE
+    assert "WORKER_INPUT__MAX_RECORD_BYTES" in rejection.message
