@@ -106,17 +106,24 @@ def check_topics(settings: WorkerSettings, timeout_s: float = 30.0) -> None:
     Lists all topics rather than asking for each by name, which would auto-create them on
     brokers that allow it.
     """
-    admin = AdminClient(admin_config(settings))
+    # A refused login or TLS handshake shows only here, not in list_topics()'s "transport failure".
+    client_errors: list[str] = []
+    try:
+        admin = AdminClient({**admin_config(settings), "error_cb": lambda error: client_errors.append(error.str())})
+    except KafkaException as exc:  # e.g. a TLS key that its password does not open
+        raise SettingsError(f"the Kafka client refused its settings (WORKER_KAFKA__*): {exc.args[0].str()}") from None
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             metadata = admin.list_topics(timeout=max(1.0, min(10.0, deadline - time.monotonic())))
             break
         except KafkaException as exc:
+            admin.poll(0)  # serves error_cb
             if time.monotonic() >= deadline:
+                last = f"; last client error: {client_errors[-1]}" if client_errors else ""
                 raise SettingsError(
                     f"WORKER_KAFKA__BOOTSTRAP_SERVERS={settings.kafka.bootstrap_servers!r}: "
-                    f"no broker answered within {timeout_s:.0f}s ({exc.args[0]})"
+                    f"no broker answered within {timeout_s:.0f}s ({exc.args[0]}){last}"
                 ) from None
             log.warning("brokers not reachable yet, retrying", extra={"error": str(exc.args[0])})
             time.sleep(1.0)

@@ -99,7 +99,8 @@ class EmbeddingsRecord(BaseModel):
     produced_at_ms: int
 
 
-# Headers the worker adds to a dead-letter record; the original key, value and headers are kept.
+# Headers the worker adds to a dead-letter record; the original key, value and headers are kept
+# (a `record_too_large` record goes without its value: see worker/intake.py).
 DEAD_LETTER_HEADERS: dict[str, str] = {
     "dlq.error.type": "Machine-readable reason, e.g. `invalid_json`, `empty_text` (see docs).",
     "dlq.error.message": "Human-readable explanation.",

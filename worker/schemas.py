@@ -18,7 +18,8 @@ def render_schemas() -> dict[str, bytes]:
     for schema in files.values():
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     files["dead-letter-headers.json"] = {
-        "description": "Headers added to a dead-letter record; its key, value and original headers are kept as they were.",
+        "description": "Headers added to a dead-letter record; its key, value and original headers are kept as they were, "
+        "except for `record_too_large`: no value (and no key or headers when they alone are over the limit).",
         "headers": DEAD_LETTER_HEADERS,
         "reasons": sorted(Reason.all()),
     }

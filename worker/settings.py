@@ -205,7 +205,10 @@ class InputSettings(_Section):
         InputFormat.JSON, description='`json` (`{"id", "text", "metadata"}`) or `text` (the value is the text).'
     )
     max_record_bytes: int = Field(
-        1_000_000, gt=0, description="Larger records go to the dead-letter topic before decoding."
+        1_000_000,
+        gt=0,
+        description="Larger records (key, value and headers) go to the dead-letter topic before decoding, "
+        "without their value. Keep it below the dead-letter topic's `max.message.bytes`.",
     )
     max_text_chars: int = Field(
         100_000, gt=0, description="Longer texts go to the dead-letter topic before tokenization."

@@ -1,0 +1,45 @@
+"""Fixtures for the fault tests: worker processes that are always stopped, a broker a test may pause."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.support.kafka_support import WorkerProcess
+
+
+@pytest.fixture
+def group() -> str:
+    return f"g-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def spawn() -> Iterator[Callable[[dict[str, str]], WorkerProcess]]:
+    """Start worker processes; whatever is still running at the end of the test is killed."""
+    started: list[WorkerProcess] = []
+
+    def start(env: dict[str, str]) -> WorkerProcess:
+        worker = WorkerProcess(env)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.__exit__(None, None, None)
+
+
+@pytest.fixture
+def pausable_broker():
+    """A broker of this test's own, which it may stop and resume (SIGSTOP/SIGCONT)."""
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        pytest.skip("needs a local Tansu broker it can pause; KAFKA_BOOTSTRAP_SERVERS points at an external cluster")
+    from worker.local_broker import LocalBroker
+
+    broker = LocalBroker().start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
