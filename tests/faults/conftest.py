@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -29,6 +30,7 @@ def spawn() -> Iterator[Callable[[dict[str, str]], WorkerProcess]]:
     yield start
     for worker in started:
         worker.__exit__(None, None, None)
+        Path(worker.log_file.name).unlink(missing_ok=True)  # failures quote the log's tail already
 
 
 @pytest.fixture
