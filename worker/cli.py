@@ -68,7 +68,7 @@ def serve(settings: WorkerSettings, stop: threading.Event) -> int:
     """Serve the health endpoints, check the brokers, load and warm the model, consume until `stop`."""
     from worker.health import WorkerStatus
     from worker.http_server import HealthServer
-    from worker.kafka_clients import check_topics, instance_id
+    from worker.kafka_clients import check_client_configs, check_topics, instance_id
     from worker.runner import Worker
     from worker.telemetry import setup_telemetry
 
@@ -81,6 +81,7 @@ def serve(settings: WorkerSettings, stop: threading.Event) -> int:
             settings.http.host, settings.http.port, status, telemetry.registry, settings.telemetry.liveness_timeout_s
         ).start()
     try:
+        check_client_configs(settings)
         check_topics(settings, timeout_s=settings.kafka.startup_timeout_s)
         encoder = load_encoder(settings)
         if stop.is_set():

@@ -11,7 +11,7 @@ import socket
 import time
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from worker.settings import DeliveryMode, KafkaSettings, SettingsError, WorkerSettings
@@ -98,6 +98,28 @@ def admin_config(settings: WorkerSettings) -> dict[str, Any]:
         if key in ("bootstrap.servers", "client.id", "socket.timeout.ms", "request.timeout.ms")
         or key.startswith(("security.", "sasl.", "ssl.", "socket.", "broker.", "client."))
     }
+
+
+def check_client_configs(settings: WorkerSettings) -> None:
+    """Fail at start-up, naming the setting, when librdkafka refuses a consumer or producer property.
+
+    Checked before the model loads, so that a typo costs a second rather than a model load and a
+    traceback later.
+    """
+    for kind, build, conf in (
+        ("consumer", Consumer, consumer_config(settings)),
+        ("producer", Producer, producer_config(settings)),
+    ):
+        try:
+            client = build(conf)
+        except (KafkaException, ValueError, TypeError) as exc:
+            detail = exc.args[0].str() if isinstance(exc, KafkaException) else str(exc)
+            raise SettingsError(
+                f"invalid setting WORKER_KAFKA__CONFIG or WORKER_KAFKA__{kind.upper()}_CONFIG: "
+                f"the {kind} refused it: {detail}"
+            ) from None
+        if isinstance(client, Consumer):
+            client.close()
 
 
 def check_topics(settings: WorkerSettings, timeout_s: float = 30.0) -> None:

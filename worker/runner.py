@@ -144,9 +144,10 @@ class Worker:
             self.status.stopping = True
             self._drain()
             self._commit(sync=True)
-        except WorkerError as exc:
-            log.error("worker failed: %s", exc, extra={"error": str(exc)})
+        except Exception as exc:  # noqa: BLE001 - any failure: stop loudly, commit only what was delivered
+            log.error("worker failed: %s", exc, extra={"error": str(exc)}, exc_info=not isinstance(exc, WorkerError))
             self._draining_failed = True
+            self.failure.record(exc)  # stages stop producing; the drain on revocation is skipped
             exit_code = 1
             self._commit(sync=True)  # only what was delivered: the tracker guarantees it
         finally:

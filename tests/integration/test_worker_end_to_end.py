@@ -235,3 +235,12 @@ def test_sigterm_mid_run_finishes_in_hand_work_and_restart_duplicates_nothing(bo
     ids = [r["id"] for r in labels]
     assert sorted(set(ids)) == sorted(f"t{i}" for i in range(len(texts)))
     assert len(ids) == len(texts), f"{len(ids) - len(texts)} duplicates after a graceful stop"
+
+
+def test_a_property_librdkafka_refuses_fails_at_start_with_its_setting(bootstrap, worker_topics):
+    env = worker_env(bootstrap, worker_topics, "g", kafka__consumer_config={"no.such.property": 1})
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "worker", "run"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "WORKER_KAFKA__CONSUMER_CONFIG" in result.stderr and "no.such.property" in result.stderr
+    assert time.monotonic() - started < 30  # before the model loads

@@ -167,3 +167,4 @@ class WorkerProcess:
     def __exit__(self, *exc: object) -> None:
         self.kill()
         self.log_file.close()
+        Path(self.log_file.name).unlink(missing_ok=True)
