@@ -7,7 +7,8 @@ Events arrive in input order and gather into a *window*. A window closes when
 - `max_wait_ms` have passed since its first event.
 
 A closed window is cut into *batches* (one forward pass each): its events are sorted by token
-length and cut greedily so that no batch exceeds `max_size` events or `max_tokens` padded tokens.
+length and cut where that costs least (padded tokens plus a per-pass overhead), so that no
+batch exceeds `max_size` events or `max_tokens` padded tokens.
 Sorting a window of mixed lengths keeps padding small; the window itself stays in input order, so
 outputs can be published in the order the events came in.
 
@@ -29,9 +30,18 @@ class BatchPolicy:
     max_tokens: int = 16384
     max_wait_ms: int = 50
     sort_window: int = 512
+    # What one more forward pass costs, in padded tokens: the fixed per-pass work (kernel launches,
+    # Python, the head) over the cost of one token. Decides how sorted windows are cut.
+    pass_overhead_tokens: int = 64
 
     def __post_init__(self) -> None:
-        if self.max_size < 1 or self.max_tokens < 1 or self.max_wait_ms < 0 or self.sort_window < 1:
+        if (
+            self.max_size < 1
+            or self.max_tokens < 1
+            or self.max_wait_ms < 0
+            or self.sort_window < 1
+            or self.pass_overhead_tokens < 0
+        ):
             raise ValueError(f"invalid batch policy {self}")
 
     @property
@@ -64,12 +74,37 @@ class Window(Generic[T]):
 def plan_batches(lengths: list[int | None], policy: BatchPolicy, sort: bool) -> list[list[int]]:
     """Cut the entries that have a length into forward passes.
 
-    With `sort`, entries are ordered by length first so that similar lengths share a batch.
+    Without `sort`, entries keep their order and are cut greedily at the limits. With `sort`, they
+    are ordered by length and cut where it minimises the window's total cost — padded tokens plus
+    `pass_overhead_tokens` per forward pass — within `max_size` and `max_tokens`. A greedy cut
+    would put a 40-token text and a 250-token text in one batch just because the batch had room.
     A single entry longer than `max_tokens` still gets a batch of its own.
     """
     order = [i for i, length in enumerate(lengths) if length is not None]
-    if sort:
-        order.sort(key=lambda i: lengths[i])  # type: ignore[arg-type, return-value]
+    if not sort:
+        return _cut_greedily(order, lengths, policy)
+    order.sort(key=lambda i: lengths[i])  # type: ignore[arg-type, return-value]
+    sizes: list[int] = [lengths[i] for i in order]  # type: ignore[misc]
+    # best[end]: least cost of batching sizes[:end]; start[end]: where its last batch begins.
+    best = [0.0] + [float("inf")] * len(sizes)
+    start = [0] * (len(sizes) + 1)
+    for end in range(1, len(sizes) + 1):
+        longest = sizes[end - 1]  # sorted: the last entry of a batch is its longest
+        rows = max(1, min(policy.max_size, policy.max_tokens // max(1, longest), end))
+        for first in range(end - rows, end):
+            cost = best[first] + longest * (end - first) + policy.pass_overhead_tokens
+            if cost < best[end]:
+                best[end], start[end] = cost, first
+    batches: list[list[int]] = []
+    end = len(sizes)
+    while end > 0:
+        batches.append(order[start[end] : end])
+        end = start[end]
+    batches.reverse()
+    return batches
+
+
+def _cut_greedily(order: list[int], lengths: list[int | None], policy: BatchPolicy) -> list[list[int]]:
     batches: list[list[int]] = []
     current: list[int] = []
     longest = 0

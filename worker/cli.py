@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_command(config_file: Path | None) -> int:
+    from worker.memory import tune_allocator
+
+    tune_allocator()  # before torch allocates anything
     try:
         settings = load_settings(config_file)
     except SettingsError as exc:

@@ -128,6 +128,8 @@ class Encoder:
             self.has_head = True
         self.model.eval().to(self.device)
         self.dim: int = int(config.hidden_size)
+        # Measured by warm_up(): what one more forward pass costs, in padded tokens.
+        self.pass_overhead_tokens: float | None = None
         self.name = options.name or _model_name(path)
 
         self._last_hidden: list[torch.Tensor] = []
@@ -187,19 +189,40 @@ class Encoder:
             both = torch.cat([embeddings, scores], dim=1).float().cpu().numpy()
         return EncodedBatch(embeddings=both[:, : self.dim], scores=both[:, self.dim :])
 
-    def warm_up(self, max_size: int, max_tokens: int) -> None:
-        """Run one batch at the largest budget the batch settings allow, before saying ready."""
+    def warm_up(self, max_size: int, max_tokens: int) -> float:
+        """Run a batch at the largest budget the batch settings allow, before saying ready.
+
+        Returns what one more forward pass costs, in padded tokens, measured on the way: the time
+        of a one-row pass over the per-token time of the full one.
+        """
         length = self.options.max_length
         rows = max(1, min(max_size, max_tokens // length))
-        framed = self.tokenize(["warm"])[0]  # [CLS]-like start, a word, [SEP]-like end
-        sequence = framed[:1] + framed[1:-1] * length
-        sequence = sequence[: length - 1] + framed[-1:]
+        full = [self._filler_sequence(length)] * rows
+        short = [self._filler_sequence(min(8, length))]
         started = time.monotonic()
-        self.encode([sequence[:length]] * rows)
+        self.encode(full)  # the first pass also pays for lazy initialisation: not timed below
+        full_s = min(_timed(self.encode, full) for _ in range(2))
+        short_s = min(_timed(self.encode, short) for _ in range(5))
+        per_token_s = max(full_s - short_s, 1e-9) / max(rows * length - len(short[0]), 1)
+        overhead_tokens = max(0.0, short_s / per_token_s - len(short[0]))
+        self.pass_overhead_tokens = overhead_tokens
         log.info(
             "model warmed up",
-            extra={"rows": rows, "tokens": length, "seconds": round(time.monotonic() - started, 2)},
+            extra={
+                "rows": rows,
+                "tokens": length,
+                "seconds": round(time.monotonic() - started, 2),
+                "full_batch_ms": round(full_s * 1000, 1),
+                "one_row_ms": round(short_s * 1000, 2),
+                "pass_overhead_tokens": round(overhead_tokens),
+            },
         )
+        return overhead_tokens
+
+    def _filler_sequence(self, length: int) -> list[int]:
+        framed = self.tokenize(["warm"])[0]  # [CLS]-like start, a word, [SEP]-like end
+        body = (framed[1:-1] * length)[: max(0, length - 2)]
+        return (framed[:1] + body + framed[-1:])[:length]
 
     def _pad(self, token_ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         longest = max(len(ids) for ids in token_ids)
@@ -253,6 +276,12 @@ class Encoder:
                 unit = torch.nn.functional.normalize(self._pool(hidden, attention_mask), dim=-1)
                 centroids.append(torch.nn.functional.normalize(unit.mean(dim=0), dim=-1))
         return torch.stack(centroids)
+
+
+def _timed(function: Any, argument: Any) -> float:
+    started = time.perf_counter()
+    function(argument)
+    return time.perf_counter() - started
 
 
 def _model_name(path: Path) -> str:

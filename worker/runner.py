@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 KAFKA_LOGGER = logging.getLogger("librdkafka")
 POLL_CHUNK = 500
 POLL_TIMEOUT_S = 0.1
+BUSY_POLL_TIMEOUT_S = 0.005
 
 
 class Worker:
@@ -62,7 +63,10 @@ class Worker:
         self.worker_id = instance_id(settings)
         self.exactly_once = settings.delivery.mode is DeliveryMode.EXACTLY_ONCE
         batch = settings.batch
-        self.policy = BatchPolicy(batch.max_size, batch.max_tokens, batch.max_wait_ms, batch.sort_window)
+        overhead = batch.pass_overhead_tokens
+        if overhead is None:
+            overhead = round(encoder.pass_overhead_tokens) if encoder.pass_overhead_tokens is not None else 64
+        self.policy = BatchPolicy(batch.max_size, batch.max_tokens, batch.max_wait_ms, batch.sort_window, overhead)
         self.failure = FirstFailure()
         self.tracker = OffsetTracker()
         self.batcher: Batcher[Entry] = Batcher(self.policy)
@@ -135,7 +139,10 @@ class Worker:
             list(settings.topics.input), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
         self.status.subscribed = True
-        log.info("worker started", extra={"topics": settings.topics.input, "worker_id": self.worker_id})
+        log.info(
+            "worker started",
+            extra={"topics": settings.topics.input, "worker_id": self.worker_id, "batch_policy": repr(self.policy)},
+        )
         exit_code = 0
         try:
             while not stop.is_set():
@@ -176,11 +183,7 @@ class Worker:
         self.status.poll_beat = time.monotonic()
         self.failure.raise_if_failed()
         self._release_held()
-        timeout = POLL_TIMEOUT_S
-        deadline = self.batcher.deadline()
-        if deadline is not None:
-            timeout = min(timeout, max(0.0, deadline - time.monotonic()))
-        messages = self.consumer.consume(num_messages=POLL_CHUNK, timeout=timeout)
+        messages = self._poll(self._poll_timeout())
         if self._repause and self.paused:
             self.consumer.pause(self.consumer.assignment())
             self._repause = False
@@ -199,12 +202,38 @@ class Worker:
                 for entry, length in accepted:
                     for window in self.batcher.add(entry, length, now):
                         self._submit(window)
-        for window in self.batcher.poll(time.monotonic()):
-            self._submit(window)
+        if self._model_has_room():
+            # While the model is busy a window keeps filling past its wait: it could not start
+            # sooner anyway, and a fuller window sorts into less padding.
+            for window in self.batcher.poll(time.monotonic()):
+                self._submit(window)
         self.metrics.set_gauge("queue.depth", self.model_queue.qsize() + len(self.held), stage="model")
         self.metrics.set_gauge("queue.depth", self.publish_queue.qsize(), stage="publish")
         if not self.exactly_once and time.monotonic() - self._last_commit >= self.settings.delivery.commit_interval_ms / 1000:
             self._commit(sync=False)
+
+    def _model_has_room(self) -> bool:
+        return not self.held and not self.model_queue.full()
+
+    def _poll_timeout(self) -> float:
+        deadline = self.batcher.deadline()
+        wait = POLL_TIMEOUT_S if deadline is None else min(POLL_TIMEOUT_S, max(0.0, deadline - time.monotonic()))
+        if self.held or (wait == 0.0 and not self._model_has_room()):
+            # A window is ready but the model is busy: look again soon, it may take it any moment.
+            return BUSY_POLL_TIMEOUT_S
+        return wait
+
+    def _poll(self, timeout: float) -> list[Any]:
+        """Wait up to `timeout` for the first record, then take what else is already fetched.
+
+        librdkafka's batch consume() waits for the whole chunk or the whole timeout; at light
+        load that wait would add up to the timeout to every event's latency.
+        """
+        assert self.consumer is not None
+        first = self.consumer.poll(timeout)
+        if first is None:
+            return []
+        return [first, *self.consumer.consume(num_messages=POLL_CHUNK - 1, timeout=0)]
 
     def _is_error(self, message: Any) -> bool:
         error = message.error()

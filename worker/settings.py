@@ -195,6 +195,12 @@ class BatchSettings(_Section):
         description="Events gathered before sorting by length into batches; larger means less padding, "
         "more memory and latency. At most `max_size` turns sorting off.",
     )
+    pass_overhead_tokens: int | None = Field(
+        None,
+        ge=0,
+        description="What one more forward pass costs, in padded tokens; decides how sorted windows are "
+        "cut into batches (higher: fewer, larger batches). Default: measured at warm-up.",
+    )
     queue_depth: int = Field(
         1, gt=0, le=16, description="Windows waiting for the model; the poll loop pauses partitions beyond it."
     )

@@ -109,3 +109,55 @@ def test_an_entry_longer_than_max_tokens_gets_a_batch_of_its_own():
 def test_sort_window_below_max_size_means_no_sorting():
     assert not BatchPolicy(max_size=64, sort_window=64).sorting
     assert BatchPolicy(max_size=64, sort_window=65).sorting
+
+
+def _cost(batches, lengths, overhead):
+    return sum(max(lengths[i] for i in b) * len(b) + overhead for b in batches)
+
+
+def _brute_force_best(sizes, policy):
+    """Least cost over every way of cutting the sorted sizes into contiguous batches."""
+    from functools import lru_cache
+
+    @lru_cache(maxsize=None)
+    def best(end):
+        if end == 0:
+            return 0
+        options = []
+        for first in range(end):
+            rows = end - first
+            if rows <= policy.max_size and (sizes[end - 1] * rows <= policy.max_tokens or rows == 1):
+                options.append(best(first) + sizes[end - 1] * rows + policy.pass_overhead_tokens)
+        return min(options)
+
+    return best(len(sizes))
+
+
+def test_sorted_plan_has_the_least_cost_within_the_limits():
+    import random
+
+    rng = random.Random(5)
+    for _ in range(200):
+        lengths = [rng.choice([3, 5, 8, 20, 40, 90, 250]) + rng.randint(0, 5) for _ in range(rng.randint(1, 12))]
+        policy = BatchPolicy(max_size=rng.randint(1, 6), max_tokens=rng.choice([300, 600, 5000]), max_wait_ms=0,
+                             sort_window=64, pass_overhead_tokens=rng.choice([0, 10, 70, 500]))
+        batches = plan_batches(lengths, policy, sort=True)
+        assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+        for batch in batches:
+            assert len(batch) <= policy.max_size
+            assert len(batch) == 1 or max(lengths[i] for i in batch) * len(batch) <= policy.max_tokens
+        assert _cost(batches, lengths, policy.pass_overhead_tokens) == _brute_force_best(tuple(sorted(lengths)), policy)
+
+
+def test_a_long_text_does_not_share_a_batch_just_because_there_is_room():
+    lengths = [20] * 15 + [250]
+    policy = BatchPolicy(max_size=16, max_tokens=10_000, max_wait_ms=0, sort_window=64, pass_overhead_tokens=64)
+    assert plan_batches(lengths, policy, sort=True) == [list(range(15)), [15]]
+
+
+def test_a_large_pass_overhead_prefers_fewer_larger_batches():
+    lengths = [10, 12, 30, 32]
+    cheap = BatchPolicy(max_size=4, max_tokens=1000, max_wait_ms=0, sort_window=8, pass_overhead_tokens=5)
+    dear = BatchPolicy(max_size=4, max_tokens=1000, max_wait_ms=0, sort_window=8, pass_overhead_tokens=1000)
+    assert plan_batches(lengths, cheap, sort=True) == [[0, 1], [2, 3]]
+    assert plan_batches(lengths, dear, sort=True) == [[0, 1, 2, 3]]
