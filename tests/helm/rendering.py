@@ -7,6 +7,7 @@ configures it: the container's command, its environment and the rendered config.
 from __future__ import annotations
 
 import subprocess
+import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -117,8 +118,16 @@ class RenderedWorker:
         return yaml.safe_load(self.config_yaml)
 
     def local_command(self, config_file: str | Path) -> list[str]:
-        """The command with the in-pod config path replaced by a local copy of config.yaml."""
-        return [str(config_file) if part == self.config_path else part for part in self.command]
+        """The command with the in-pod config path replaced by a local copy of config.yaml.
+
+        The program is looked up beside this interpreter first: the console script is installed
+        in the test environment, which need not be on PATH.
+        """
+        program, *args = self.command
+        installed = Path(sys.executable).parent / program
+        return [str(installed) if installed.exists() else program] + [
+            str(config_file) if part == self.config_path else part for part in args
+        ]
 
     def local_env(
         self,
