@@ -4,7 +4,10 @@ Events arrive in input order and gather into a *window*. A window closes when
 - it holds `max_size` events, or adding the next event would push its padded cost
   (longest sequence × batch size) past `max_tokens` — when length sorting is off;
 - it holds `sort_window` events — when length sorting is on (`sort_window > max_size`);
-- `max_wait_ms` have passed since its first event.
+- `max_wait_ms` have passed since its first event;
+- or at once, when `close_when_idle` is on and the model has nothing to do: waiting only pays
+  while the model is busy (the window fills meanwhile), an idle model would waste it. Under load
+  the model is never idle, so windows still fill up.
 
 A closed window is cut into *batches* (one forward pass each): its events are sorted by token
 length and cut where that costs least (padded tokens plus a per-pass overhead), so that no
@@ -33,6 +36,7 @@ class BatchPolicy:
     # What one more forward pass costs, in padded tokens: the fixed per-pass work (kernel launches,
     # Python, the head) over the cost of one token. Decides how sorted windows are cut.
     pass_overhead_tokens: int = 64
+    close_when_idle: bool = False
 
     def __post_init__(self) -> None:
         if (
@@ -160,10 +164,10 @@ class Batcher(Generic[T]):
                 closed.append(self._close())
         return closed
 
-    def poll(self, now: float) -> list[Window[T]]:
-        """Close the open window when its wait is over."""
+    def poll(self, now: float, model_idle: bool = False) -> list[Window[T]]:
+        """Close the open window when its wait is over, or (`close_when_idle`) when the model is idle."""
         deadline = self.deadline()
-        if deadline is not None and now >= deadline:
+        if deadline is not None and (now >= deadline or (model_idle and self.policy.close_when_idle)):
             return [self._close()]
         return []
 

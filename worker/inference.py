@@ -67,6 +67,8 @@ class InferenceStage(threading.Thread):
                     return
                 scored = self.score(window)
                 self.outbox.put(scored)
+                # The poll loop reads "idle" as: every window put in the inbox is done with.
+                self.inbox.task_done()
         except BaseException as exc:  # noqa: BLE001 - carried to the poll loop
             log.exception("model stage failed")
             self.failure.record(exc)

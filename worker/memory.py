@@ -1,9 +1,11 @@
-"""Allocator settings that keep the worker's memory flat under load (glibc only; elsewhere a no-op).
+"""Allocator settings for the worker's threads (glibc only; elsewhere a no-op).
 
-glibc raises its mmap threshold each time a large block is freed, so after a few batches torch's
-activation buffers come from the heap, where fragmentation across threads keeps them resident:
-the process grows well past what one batch needs. A fixed threshold sends large blocks to mmap,
-which returns them to the system when freed; fewer arenas bound the per-thread heaps.
+Each thread that allocates gets a glibc arena of its own (up to 8 per core), and freed activation
+buffers stay resident in each; two arenas bound that growth across the poll, model and publish
+threads. The mmap threshold is left to glibc, which raises it as large blocks are freed so that
+torch's activation buffers are reused from the heap. A fixed low threshold (tried: 1 MiB) keeps
+memory flatter but maps and faults in every buffer afresh: about a fifth of the model's CPU time
+went to page faults (`bench/experiments.py workers --variants default,mmap_1mb`).
 """
 
 from __future__ import annotations
@@ -17,12 +19,11 @@ log = logging.getLogger(__name__)
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 
-MMAP_THRESHOLD_BYTES = 1 << 20
 ARENA_MAX = 2
 
 
-def tune_allocator(mmap_threshold_bytes: int = MMAP_THRESHOLD_BYTES, arena_max: int = ARENA_MAX) -> bool:
-    """Returns whether the settings took (False off glibc)."""
+def tune_allocator(mmap_threshold_bytes: int | None = None, arena_max: int = ARENA_MAX) -> bool:
+    """Returns whether the settings took (False off glibc). A threshold of None keeps glibc's own."""
     name = ctypes.util.find_library("c")
     if not name:
         return False
@@ -32,6 +33,8 @@ def tune_allocator(mmap_threshold_bytes: int = MMAP_THRESHOLD_BYTES, arena_max: 
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    ok = mallopt(_M_MMAP_THRESHOLD, mmap_threshold_bytes) == 1 and mallopt(_M_ARENA_MAX, arena_max) == 1
+    ok = mallopt(_M_ARENA_MAX, arena_max) == 1
+    if mmap_threshold_bytes is not None:
+        ok = ok and mallopt(_M_MMAP_THRESHOLD, mmap_threshold_bytes) == 1
     log.debug("allocator tuned", extra={"ok": ok, "mmap_threshold": mmap_threshold_bytes, "arena_max": arena_max})
     return ok

@@ -66,7 +66,9 @@ class Worker:
         overhead = batch.pass_overhead_tokens
         if overhead is None:
             overhead = round(encoder.pass_overhead_tokens) if encoder.pass_overhead_tokens is not None else 64
-        self.policy = BatchPolicy(batch.max_size, batch.max_tokens, batch.max_wait_ms, batch.sort_window, overhead)
+        self.policy = BatchPolicy(
+            batch.max_size, batch.max_tokens, batch.max_wait_ms, batch.sort_window, overhead, batch.close_when_idle
+        )
         self.failure = FirstFailure()
         self.tracker = OffsetTracker()
         self.batcher: Batcher[Entry] = Batcher(self.policy)
@@ -205,7 +207,7 @@ class Worker:
         if self._model_has_room():
             # While the model is busy a window keeps filling past its wait: it could not start
             # sooner anyway, and a fuller window sorts into less padding.
-            for window in self.batcher.poll(time.monotonic()):
+            for window in self.batcher.poll(time.monotonic(), model_idle=self._model_idle()):
                 self._submit(window)
         self.metrics.set_gauge("queue.depth", self.model_queue.qsize() + len(self.held), stage="model")
         self.metrics.set_gauge("queue.depth", self.publish_queue.qsize(), stage="publish")
@@ -215,12 +217,23 @@ class Worker:
     def _model_has_room(self) -> bool:
         return not self.held and not self.model_queue.full()
 
+    def _model_idle(self) -> bool:
+        """No window queued for the model or in its hands (it marks each one done after scoring)."""
+        return not self.held and self.model_queue.unfinished_tasks == 0
+
     def _poll_timeout(self) -> float:
         deadline = self.batcher.deadline()
-        wait = POLL_TIMEOUT_S if deadline is None else min(POLL_TIMEOUT_S, max(0.0, deadline - time.monotonic()))
-        if self.held or (wait == 0.0 and not self._model_has_room()):
+        if self.held:
+            return BUSY_POLL_TIMEOUT_S
+        if deadline is None:
+            return POLL_TIMEOUT_S
+        wait = min(POLL_TIMEOUT_S, max(0.0, deadline - time.monotonic()))
+        if wait == 0.0 and not self._model_has_room():
             # A window is ready but the model is busy: look again soon, it may take it any moment.
             return BUSY_POLL_TIMEOUT_S
+        if self.policy.close_when_idle and not self._model_idle():
+            # The open window goes as soon as the model is idle: look again soon.
+            return min(wait, BUSY_POLL_TIMEOUT_S)
         return wait
 
     def _poll(self, timeout: float) -> list[Any]:

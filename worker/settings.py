@@ -182,9 +182,10 @@ class ModelSettings(_Section):
 class BatchSettings(_Section):
     max_size: int = Field(64, gt=0, le=4096, description="Most events in one forward pass.")
     max_tokens: int = Field(
-        16384,
+        4096,
         gt=0,
-        description="Most padded tokens in one forward pass (longest sequence × batch size); bounds memory.",
+        description="Most padded tokens in one forward pass (longest sequence × batch size); bounds memory. "
+        "Sized for CPUs (larger passes run slower per token there); raise it on a GPU (16384 to 65536).",
     )
     max_wait_ms: int = Field(
         50, ge=0, description="Longest an event waits for its batch to fill; bounds latency at light load."
@@ -194,6 +195,11 @@ class BatchSettings(_Section):
         gt=0,
         description="Events gathered before sorting by length into batches; larger means less padding, "
         "more memory and latency. At most `max_size` turns sorting off.",
+    )
+    close_when_idle: bool = Field(
+        True,
+        description="Close the open window at once when the model is idle instead of waiting out "
+        "`max_wait_ms`: low latency at light load; under load the model is busy and windows fill as usual.",
     )
     pass_overhead_tokens: int | None = Field(
         None,
