@@ -1,0 +1,262 @@
+"""Try changes to the worker before making them: side by side, same events, same machine.
+
+    .venv/bin/python bench/experiments.py plans                  # model time of batch plans, no Kafka
+    .venv/bin/python bench/experiments.py workers --variants default,max_tokens_16384
+    .venv/bin/python bench/experiments.py latency --variants default,wait_out_max_wait,fetch_wait_10
+
+`plans` times the encoder over the batches each plan cuts from the same events (in arrival
+order, windowed as the worker does). `workers` starts one worker process per variant (a
+variant is patches from `bench.patches` plus WORKER_* settings), then runs rounds of
+[model alone, each variant] on the same events, and reports events/s and RSS. `latency`
+runs the light-load measurement against each variant in turn.
+Prints markdown tables; nothing is written to docs/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from bench import ceiling, dataset, machine, phases  # noqa: E402
+from bench.patches import JEMALLOC  # noqa: E402
+from bench.phases import log  # noqa: E402
+from bench.topics import FAST_GROUP, CommitWatcher, InputWriter, OutputReader, broker, fresh_topics  # noqa: E402
+from bench.worker_process import RssSampler, WorkerProcess  # noqa: E402
+
+# name -> (patches from bench.patches, WORKER_* settings as keyword arguments); a key starting with
+# "env:" sets a plain environment variable instead (the C allocator's, LD_PRELOAD).
+FETCH_10 = {"kafka__consumer_config": {**FAST_GROUP, "fetch.wait.max.ms": 10}}
+VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, object]]] = {
+    "default": ((), {}),
+    "mmap_1mb": (("mmap_1mb",), {}),
+    "mmap_32mb": (("mmap_32mb",), {}),
+    "no_allocator_tuning": (("no_tune_allocator",), {}),
+    "jemalloc": (("no_tune_allocator",), {"env:LD_PRELOAD": JEMALLOC}),
+    "max_tokens_2048": ((), {"batch__max_tokens": 2048}),
+    "max_tokens_8192": ((), {"batch__max_tokens": 8192}),
+    "max_tokens_16384": ((), {"batch__max_tokens": 16384}),
+    "max_size_32": ((), {"batch__max_size": 32}),
+    "wait_out_max_wait": ((), {"batch__close_when_idle": False}),
+    "fetch_wait_10": ((), FETCH_10),
+}
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def load_encoder():  # type: ignore[no-untyped-def]
+    from worker.encoder import Encoder, EncoderOptions, default_model_path
+    from worker.settings import BatchSettings, ModelSettings
+
+    batch = BatchSettings()
+    encoder = Encoder(EncoderOptions(path=default_model_path(), max_length=ModelSettings().max_length))
+    encoder.warm_up(batch.max_size, batch.max_tokens)
+    return encoder, batch
+
+
+# -- plans -------------------------------------------------------------------------------------
+
+
+def windowed(lengths: list[int], window: int, planner: Callable[[list[int]], list[list[int]]]) -> list[list[int]]:
+    """Global indices of each batch when the events are cut into windows of `window` in arrival order."""
+    batches = []
+    for start in range(0, len(lengths), window):
+        part = lengths[start : start + window]
+        batches += [[start + i for i in batch] for batch in planner(part)]  # type: ignore[arg-type]
+    return batches
+
+
+def greedy_cuts(lengths: list[int], policy) -> list[list[int]]:  # type: ignore[no-untyped-def]
+    """Sorted, then cut whenever `max_size` or `max_tokens` would be passed: how the worker cut before."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        if current and (len(current) >= policy.max_size or lengths[i] * (len(current) + 1) > policy.max_tokens):
+            batches.append(current)
+            current = []
+        current.append(i)
+    return batches + ([current] if current else [])
+
+
+def run_plans(args: argparse.Namespace) -> None:
+    from worker.batcher import BatchPolicy, plan_batches
+
+    encoder, batch = load_encoder()
+    texts = dataset.generate(args.events)
+    token_ids = encoder.tokenize(texts.texts)
+    lengths = [len(ids) for ids in token_ids]
+    real = sum(lengths)
+
+    def cuts(window: int, max_tokens: int, overhead: int | None = None, greedy: bool = False):  # type: ignore[no-untyped-def]
+        policy = BatchPolicy(batch.max_size, max_tokens, batch.max_wait_ms, window, overhead_default(overhead))
+        if greedy:
+            return windowed(lengths, window, lambda part: greedy_cuts(part, policy))
+        return windowed(lengths, window, lambda part: plan_batches(part, policy, sort=True))
+
+    def overhead_default(overhead: int | None) -> int:
+        return overhead if overhead is not None else round(encoder.pass_overhead_tokens or 64)
+
+    w, t = batch.sort_window, batch.max_tokens
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    measured = overhead_default(None)
+    plans = {
+        f"model alone: all sorted, batch {args.batch}": [order[i : i + args.batch] for i in range(0, len(order), args.batch)],
+        f"greedy cuts (the worker before 5f2c348): window {w}, max_tokens {t}": cuts(w, t, greedy=True),
+        f"worker now: least-cost cuts, window {w}, max_tokens {t}, overhead {measured}": cuts(w, t),
+        f"least-cost, max_tokens {t // 2}": cuts(w, t // 2),
+        f"least-cost, max_tokens {t // 4}": cuts(w, t // 4),
+        f"least-cost, max_tokens {t // 4}, overhead {measured * 2}": cuts(w, t // 4, measured * 2),
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in plans}
+    monitor = machine.LoadMonitor()
+    for repeat in range(args.repeats):
+        for name, batches in plans.items():  # interleaved: background load hits every plan alike
+            monitor.wait_quiet(timeout_s=args.quiet_wait)
+            started = time.perf_counter()
+            for indices in batches:
+                encoder.encode([token_ids[i] for i in indices])
+            seconds[name].append(time.perf_counter() - started)
+            log(f"{name}: {len(lengths) / seconds[name][-1]:.1f} events/s")
+    # Compute-bound work only gets slower under background load: the best run is the cleanest figure.
+    top = min(seconds[next(iter(plans))])
+    rows = []
+    for name, batches in plans.items():
+        padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
+        best, median = min(seconds[name]), statistics.median(seconds[name])
+        rows.append([name, f"{len(lengths) / best:.1f}", f"{top / best:.2f}", f"{len(lengths) / median:.1f}",
+                     f"{padded / real:.3f}", str(len(batches)), ", ".join(f"{len(lengths) / x:.0f}" for x in seconds[name])])
+    print()
+    print(f"{len(lengths)} events, model time only (no Kafka), {args.repeats} interleaved repeats")
+    print(table(["plan", "events/s (best)", "× model alone (best)", "events/s (median)", "padding", "passes", "runs"],
+                rows))
+
+
+# -- workers side by side ----------------------------------------------------------------------
+
+
+def start_variants(bootstrap: str, names: list[str], monitor: machine.LoadMonitor) -> dict[str, dict]:
+    started = {}
+    for name in names:
+        patches, settings = VARIANTS[name]
+        topics = fresh_topics(bootstrap, name.replace("_", "-"))
+        group = f"exp-{name}-{uuid.uuid4().hex[:6]}"
+        worker = WorkerProcess(bootstrap, topics, group, patches=patches, **settings)
+        monitor.watch(worker.pid)
+        started[name] = {"worker": worker, "topics": topics, "group": group}
+    for name, item in started.items():
+        item["worker"].wait_for_log("partitions assigned", timeout_s=240)
+        item["sampler"] = RssSampler(item["worker"].pid)
+        item["writer"] = InputWriter(bootstrap, item["topics"].input)
+        item["watcher"] = CommitWatcher(bootstrap, item["group"], item["topics"].input)
+        log(f"{name}: up")
+    return started
+
+
+def run_workers(args: argparse.Namespace) -> None:
+    encoder, batch = load_encoder()
+    texts = dataset.generate(args.events)
+    token_ids = encoder.tokenize(texts.texts)
+    real = sum(len(ids) for ids in token_ids)
+    names = args.variants.split(",")
+    monitor = machine.LoadMonitor()
+    alone: list[float] = []
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    paddings: dict[str, list[float]] = {name: [] for name in names}
+    with broker() as (bootstrap, broker_pid):
+        if broker_pid:
+            monitor.watch(broker_pid)
+        variants = start_variants(bootstrap, names, monitor)
+        try:
+            time.sleep(1.0)
+            idle = {name: item["sampler"].samples[-1][1] for name, item in variants.items()}
+            for number in range(args.rounds):
+                monitor.wait_quiet(timeout_s=args.quiet_wait)
+                alone.append(ceiling.timed_pass(encoder, token_ids, args.batch).events_per_s)
+                log(f"model alone: {alone[-1]:.1f} events/s")
+                for name, item in variants.items():
+                    monitor.wait_quiet(timeout_s=args.quiet_wait)
+                    result = phases.worker_round(item["worker"], item["writer"], item["watcher"], texts.texts, real,
+                                                 f"r{number}", timeout_s=max(300.0, len(token_ids) / 5))
+                    rates[name].append(result.events_per_s)
+                    if result.padding is not None:
+                        paddings[name].append(result.padding)
+                    log(f"{name}: {result.events_per_s:.1f} events/s")
+        finally:
+            for item in variants.values():
+                item["sampler"].stop()
+                item["worker"].stop(timeout_s=60)
+    top = statistics.median(alone)
+    rows = [[f"model alone (sorted, batch {args.batch})", f"{top:.1f}", "1.00", "", "", "", ", ".join(f"{x:.0f}" for x in alone)]]
+    for name, item in variants.items():
+        median = statistics.median(rates[name])
+        peak = item["sampler"].peak()
+        rows.append([
+            name, f"{median:.1f}", f"{median / top:.2f}",
+            f"{statistics.median(paddings[name]):.2f}" if paddings[name] else "n/a",
+            f"{idle[name] / 2**20:.0f} MiB", f"{peak / 2**20:.0f} MiB ({peak / idle[name]:.2f}×)",
+            ", ".join(f"{x:.0f}" for x in rates[name]),
+        ])
+    print()
+    print(f"{len(token_ids)} events per round, {args.rounds} rounds, medians; machine: {machine.cpu_model()}")
+    print(table(["variant", "events/s", "× model alone", "padding", "idle RSS", "peak RSS", "runs"], rows))
+
+
+def run_latency(args: argparse.Namespace) -> None:
+    texts = dataset.generate(args.events)
+    names = args.variants.split(",")
+    monitor = machine.LoadMonitor()
+    rows = []
+    with broker() as (bootstrap, broker_pid):
+        if broker_pid:
+            monitor.watch(broker_pid)
+        variants = start_variants(bootstrap, names, monitor)
+        try:
+            for name, item in variants.items():
+                topics = item["topics"]
+                reader = OutputReader(bootstrap, [topics.labels, topics.embeddings])
+                monitor.wait_quiet(timeout_s=args.quiet_wait)
+                result = phases.light_load(bootstrap, topics, reader, texts.texts, args.rate, args.seconds)
+                reader.close()
+                rows.append([name, f"{result.received}/{result.sent}", f"{result.percentile(0.5):.0f} ms",
+                             f"{result.percentile(0.99):.0f} ms", f"{result.percentile(0.5, result.worker_ms):.0f} ms"])
+                log(f"{name}: p50 {result.percentile(0.5):.0f} ms")
+        finally:
+            for item in variants.values():
+                item["sampler"].stop()
+                item["worker"].stop(timeout_s=60)
+    print()
+    print(f"light load: {args.rate:.0f} events/s for {args.seconds:.0f} s per variant")
+    print(table(["variant", "received", "p50", "p99", "worker's share p50"], rows))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mode", choices=["plans", "workers", "latency"])
+    parser.add_argument("--events", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=3, help="plans: interleaved repeats")
+    parser.add_argument("--rounds", type=int, default=3, help="workers: rounds")
+    parser.add_argument("--batch", type=int, default=32, help="batch size of the model-alone reference")
+    parser.add_argument("--variants", default="default,max_tokens_16384", help=f"of: {', '.join(VARIANTS)}")
+    parser.add_argument("--rate", type=float, default=10.0, help="latency: events/s")
+    parser.add_argument("--seconds", type=float, default=20.0, help="latency: seconds per variant")
+    parser.add_argument("--quiet-wait", type=float, default=20.0)
+    args = parser.parse_args(argv)
+    {"plans": run_plans, "workers": run_workers, "latency": run_latency}[args.mode](args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

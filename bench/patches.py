@@ -1,0 +1,56 @@
+"""Changes to the worker tried out by `bench/experiments.py`, applied in the worker's own process.
+
+Nothing here is used by the benchmark itself (`bench/run.py` measures the worker as it is).
+Each patch is the smallest change that shows whether an idea helps; the real change belongs in
+`worker/`, with tests. (Least-cost batch cuts and first-record polling were tried here first and
+are in the worker since 5f2c348; closing the window when the model is idle, and leaving glibc's mmap
+threshold alone, came after.)
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+
+JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"  # Debian's libjemalloc2
+
+
+def no_tune_allocator() -> None:
+    """Leave glibc's malloc at its defaults (worker.memory sets a 1 MiB mmap threshold and 2 arenas)."""
+    import worker.memory
+
+    worker.memory.tune_allocator = lambda *args, **kwargs: False  # type: ignore[assignment]
+
+
+def mmap_1mb() -> None:
+    """The worker's allocator tuning plus a fixed 1 MiB mmap threshold (its default before this was measured)."""
+    import worker.memory
+
+    worker.memory.tune_allocator = functools.partial(worker.memory.tune_allocator, mmap_threshold_bytes=1 << 20)
+
+
+def mmap_4mb() -> None:
+    """The worker's allocator tuning plus a fixed 4 MiB mmap threshold."""
+    import worker.memory
+
+    worker.memory.tune_allocator = functools.partial(worker.memory.tune_allocator, mmap_threshold_bytes=4 << 20)
+
+
+def mmap_32mb() -> None:
+    """The worker's allocator tuning, with a 32 MiB mmap threshold (glibc's dynamic ceiling) instead of 1 MiB."""
+    import worker.memory
+
+    worker.memory.tune_allocator = functools.partial(worker.memory.tune_allocator, mmap_threshold_bytes=32 << 20)
+
+
+PATCHES: dict[str, Callable[[], None]] = {
+    "no_tune_allocator": no_tune_allocator,
+    "mmap_4mb": mmap_4mb,
+    "mmap_1mb": mmap_1mb,
+    "mmap_32mb": mmap_32mb,
+}
+
+
+def apply(names: Sequence[str]) -> None:
+    for name in names:
+        PATCHES[name]()

@@ -1,0 +1,377 @@
+"""The results of one run, the targets, the printed table and docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+
+from bench.baselines import LoopResult
+from bench.ceiling import PassResult
+from bench.machine import LoadMonitor
+from bench.phases import BacklogResult, LatencyResult, WorkerRound
+
+MIB = 2**20
+# A round during which processes outside the benchmark used more than this share of the CPUs is
+# run again and left out of the medians.
+NOISY_SHARE = 0.15
+
+
+@dataclass
+class Results:
+    command: str
+    quick: bool
+    machine: dict[str, str]
+    dataset: dict[str, float]
+    settings: dict[str, object]
+    sweep: dict[int, float] = field(default_factory=dict)
+    ceiling: list[PassResult] = field(default_factory=list)
+    worker: list[WorkerRound] = field(default_factory=list)
+    baselines: list[LoopResult] = field(default_factory=list)
+    outputs_checked: dict[str, int] = field(default_factory=dict)
+    light_batch_rows: int = 1
+    light_batch_seconds: float = 0.0
+    latency: LatencyResult | None = None
+    worker_exit: tuple[int, float] | None = None
+    backlog: BacklogResult | None = None
+    backlog_fill_seconds: float = 0.0
+    # (phase, seconds, others' CPU share, seconds waited for a quieter machine first)
+    background: list[tuple[str, float, float, float]] = field(default_factory=list)
+    worker_env: dict[str, str] = field(default_factory=dict)
+    ceiling_share: list[float] = field(default_factory=list)  # others' CPU share during each pass
+    worker_share: list[float] = field(default_factory=list)
+    repeated: set[int] = field(default_factory=set)  # worker rounds run again, left out of the medians
+    rounds_rss: tuple[int, int] | None = None  # (RSS when assigned, peak) over the throughput rounds
+    fetch_delay: tuple[int, float] | None = None  # (fetch.wait.max.ms, p50 ms) of a plain consumer
+
+    # -- derived -------------------------------------------------------------------------------
+
+    @property
+    def gpu(self) -> bool:
+        return self.machine.get("device", "cpu").startswith("cuda")
+
+    def kept_rounds(self) -> list[int]:
+        return [i for i in range(len(self.worker)) if i not in self.repeated]
+
+    def ceiling_rate(self) -> float:
+        """Median of the model-alone passes next to the kept worker rounds."""
+        passes = sorted({p for i in self.kept_rounds() for p in (i, i + 1) if p < len(self.ceiling)})
+        return statistics.median(self.ceiling[p].events_per_s for p in passes or range(len(self.ceiling)))
+
+    def worker_rate(self) -> float:
+        return statistics.median(self.worker[i].events_per_s for i in self.kept_rounds())
+
+    def baseline(self, prefix: str) -> LoopResult | None:
+        return next((b for b in self.baselines if b.name.startswith(prefix)), None)
+
+    def paired_ratios(self) -> list[float]:
+        """Each worker round over the mean of the model-alone passes just before and after it."""
+        ratios = []
+        for number, round_ in enumerate(self.worker):
+            around = self.ceiling[number : number + 2]
+            ratios.append(round_.events_per_s / statistics.fmean(p.events_per_s for p in around))
+        return ratios
+
+    def worker_ratio(self) -> float:
+        """The headline ratio: the median of the kept rounds' paired ratios."""
+        paired = self.paired_ratios()
+        return statistics.median(paired[i] for i in self.kept_rounds())
+
+    def max_wait_ms(self) -> int:
+        return int(self.settings["batch.max_wait_ms"])  # type: ignore[arg-type]
+
+
+class Phase:
+    """`with Phase(...)`: waits (briefly) for a quiet machine, then records how long the phase took
+    and how busy the rest of the machine was meanwhile."""
+
+    def __init__(
+        self, name: str, monitor: LoadMonitor, sink: list[tuple[str, float, float, float]], quiet_s: float
+    ) -> None:
+        self.name, self.monitor, self.sink, self.quiet_s = name, monitor, sink, quiet_s
+
+    def __enter__(self) -> Phase:
+        self.waited = self.monitor.wait_quiet(timeout_s=self.quiet_s) if self.quiet_s > 0 else 0.0
+        self.start = self.monitor.sample()
+        self.share = 0.0
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        end = self.monitor.sample()
+        self.share = LoadMonitor.others_share(self.start, end)
+        self.sink.append((self.name, end.at - self.start.at, self.share, self.waited))
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    goal: str
+    measured: str
+    passed: bool | None  # None: reported, not checked (e.g. on a GPU)
+
+    @property
+    def verdict(self) -> str:
+        return {True: "**pass**", False: "**FAIL**", None: "reported"}[self.passed]
+
+
+def targets(results: Results) -> list[Target]:
+    found: list[Target] = []
+    check_cpu = not results.gpu
+    if results.worker and results.ceiling:
+        ratio = results.worker_ratio()
+        found.append(Target("End to end vs the model alone (median of paired rounds)", "≥ 0.90× (CPU)", f"{ratio:.2f}×",
+                            ratio >= 0.9 if check_cpu else None))
+        naive, chunk = results.baseline("naive"), results.baseline("fixed")
+        if naive:
+            over = results.worker_rate() / naive.events_per_s
+            found.append(Target("vs the naive worker", "≥ 1.6× (CPU)", f"{over:.2f}×", over >= 1.6 if check_cpu else None))
+        if chunk:
+            over = results.worker_rate() / chunk.events_per_s
+            found.append(Target("vs the fixed-chunk worker", "≥ 3× (CPU)", f"{over:.2f}×", over >= 3 if check_cpu else None))
+    if results.latency is not None and results.latency.latencies_ms:
+        bound = results.max_wait_ms() + results.light_batch_seconds * 1000
+        p50 = results.latency.percentile(0.5)
+        found.append(Target(
+            "Light-load p50 latency", f"≤ max_wait_ms + one batch = {results.max_wait_ms()} + "
+            f"{results.light_batch_seconds * 1000:.0f} = {bound:.0f} ms", f"{p50:.0f} ms", p50 <= bound))
+    if results.backlog is not None:
+        b = results.backlog
+        found.append(Target(f"Peak RSS with {b.backlog:,} events queued", "≤ 1.5× idle RSS after warm-up",
+                            f"{b.ratio:.2f}× ({b.peak_rss / MIB:.0f} / {b.idle_rss / MIB:.0f} MiB)", b.ratio <= 1.5))
+    return found
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
+
+def _runs(values: list[float]) -> str:
+    return ", ".join(f"{v:.1f}" for v in values)
+
+
+def throughput_rows(results: Results) -> list[list[str]]:
+    top = results.ceiling_rate()
+    rows = []
+    c = results.ceiling
+    rows.append([
+        f"model alone (sorted, batch {c[0].batch_size})", f"{top:.1f}",
+        f"{statistics.median(p.tokens_per_s for p in c):.0f}", "1.00", f"{c[0].padding:.2f}",
+        _runs([p.events_per_s for p in c]),
+    ])
+    for b in results.baselines:
+        rows.append([b.name, f"{b.events_per_s:.1f}", f"{b.tokens_per_s:.0f}", f"{b.events_per_s / top:.2f}",
+                     f"{b.padding:.2f}", _runs([b.events_per_s])])
+    w = results.worker
+    paddings = [r.padding for r in w if r.padding is not None]
+    kept = [w[i] for i in results.kept_rounds()]
+    runs = ", ".join(f"{r.events_per_s:.1f}" + (" (repeated)" if i in results.repeated else "") for i, r in enumerate(w))
+    rows.append([
+        "**this worker**, end to end", f"**{results.worker_rate():.1f}**",
+        f"{statistics.median(r.tokens_per_s for r in kept):.0f}", f"**{results.worker_rate() / top:.2f}**",
+        f"{statistics.median(paddings):.2f}" if paddings else "n/a", runs,
+    ])
+    return rows
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def where_time_goes(results: Results) -> list[str]:
+    """The worker's stage totals (from its /metrics) over the throughput rounds."""
+    w = [results.worker[i] for i in results.kept_rounds()]
+    if not w or not w[0].stages:
+        return ["The worker's `/metrics` endpoint was not reachable; no stage totals."]
+    wall = sum(r.seconds for r in w)
+    model = sum(r.stages.get("model_s", 0.0) for r in w)
+    tokenize = sum(r.stages.get("tokenize_s", 0.0) for r in w)
+    publish = sum(r.stages.get("publish_s", 0.0) for r in w)
+    cpu = sum(r.cpu_seconds for r in w)
+    broker_cpu = sum(r.broker_cpu_seconds for r in w)
+    bench_cpu = sum(r.bench_cpu_seconds for r in w)
+    batches = sum(r.stages.get("model_s_count", 0.0) for r in w)
+    events = sum(r.events for r in w)
+    alone = sum(r.events for r in w) / results.ceiling_rate()
+    rows = [
+        ["wall time, first event produced → last offset committed", f"{wall:.1f} s", "100%"],
+        ["model thread in forward passes (`model.duration`)", f"{model:.1f} s", f"{model / wall:.0%}"],
+        ["  the same events through the model alone (sorted, best batch)", f"{alone:.1f} s", f"{alone / wall:.0%}"],
+        ["model thread idle (waiting for a window, pipeline fill and drain)", f"{wall - model:.1f} s",
+         f"{(wall - model) / wall:.0%}"],
+        ["poll thread tokenizing (`tokenize.duration`)", f"{tokenize:.1f} s", f"{tokenize / wall:.0%}"],
+        ["publisher serialising and producing (`publish.duration`)", f"{publish:.1f} s", f"{publish / wall:.0%}"],
+        ["worker process CPU time (all threads)", f"{cpu:.1f} s", f"{cpu / wall:.2f} cores"],
+        ["broker CPU time (same cores; absent with a remote cluster)", f"{broker_cpu:.1f} s",
+         f"{broker_cpu / wall:.2f} cores"],
+        ["benchmark process CPU time (producing, watching commits)", f"{bench_cpu:.1f} s",
+         f"{bench_cpu / wall:.2f} cores"],
+    ]
+    lines = [f"Totals over the {len(w)} kept rounds, from the worker's `/metrics` and the processes' CPU times.", ""]
+    lines += _table(["", "seconds", "share of wall"], rows)
+    if batches:
+        padded = sum(r.stages.get("padded_tokens", 0.0) for r in w)
+        real = sum(r.real_tokens for r in w)
+        top = results.ceiling[0]
+        lines += [
+            "",
+            f"{int(batches)} forward passes, {events / batches:.1f} events each on average. Reading: the model "
+            f"thread was idle {(wall - model) / wall:.0%} of the time (pipeline fill, drain, waiting); its forward "
+            f"passes took {model / alone:.2f}× as long as the model alone needs for the same events, with padding "
+            f"{padded / real:.2f} against {top.padding:.2f} for the model alone (batch {top.batch_size}, all "
+            f"events sorted together).",
+        ]
+    return lines
+
+
+def render(results: Results) -> str:
+    m = results.machine
+    out = [
+        "# Benchmarks",
+        "",
+        "Written by `bench/run.py` from the run described below; do not edit by hand — rerun with "
+        "`make bench` (or `.venv/bin/python bench/run.py`).",
+        "",
+    ]
+    if results.quick:
+        out += ["> **Quick run** (`--quick`): small sizes, for development only; not the full benchmark.", ""]
+    out += [
+        f"- Command: `{results.command}`",
+        f"- Date: {m['date']}",
+        f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory']}"
+        + (f", GPU {m['gpu']}" if "gpu" in m else ""),
+        f"- Software: Python {m['python']}, torch {m['torch']}, transformers {m['transformers']}, "
+        f"librdkafka {m['librdkafka']}; device `{m['device']}`",
+        f"- Worker code: {m.get('code', 'unknown')}",
+        f"- Broker: {results.settings['broker']}",
+        f"- Model: `{results.settings['model']}`, max_length {results.settings['max_length']}; worker batch settings "
+        + ", ".join(f"`{k.removeprefix('batch.')}={v}`" for k, v in results.settings.items() if k.startswith("batch.")),
+        "",
+        "## Data set",
+        "",
+        f"{int(results.dataset['events']):,} generated events (fixed seed, `bench/dataset.py`): chat lines to "
+        f"multi-paragraph posts. Words: median {results.dataset['words_median']:.0f}, mean "
+        f"{results.dataset['words_mean']}, p90 {results.dataset['words_p90']}, p99 {results.dataset['words_p99']}, "
+        f"max {results.dataset['words_max']}. Tokens (truncated at {results.dataset['truncated_at']}): "
+        f"median {results.dataset['tokens_median']}, mean {results.dataset['tokens_mean']}.",
+        "",
+        "## Throughput",
+        "",
+        "Same events, same model, same `max_length`, one after another on this machine. The model alone "
+        "and this worker ran side by side in rounds (medians shown; every run listed); the naive and "
+        "fixed-chunk workers ran between the rounds.",
+        "",
+    ]
+    out += _table(["approach", "events/s", "tokens/s", "× model alone", "padding (padded / real tokens)",
+                   "runs (events/s)"], throughput_rows(results))
+    paired = results.paired_ratios()
+    out += [
+        "",
+        f"- This worker over the mean of the model-alone passes just before and after it, per round: "
+        f"{', '.join(f'{r:.2f}' + (' (repeated)' if i in results.repeated else '') for i, r in enumerate(paired))} "
+        f"(median of the kept rounds {results.worker_ratio():.2f}: the figure the target uses). A round is "
+        f"repeated, and left out, when other processes used over {NOISY_SHARE:.0%} of the CPUs during it or "
+        f"the model-alone pass before it.",
+        "- Model alone, events/s by batch size on a length-stratified sample: "
+        + ", ".join(f"{k}: {v:.0f}" for k, v in results.sweep.items()) + ".",
+        "- Worker runs are timed from the first event produced to the moment the group's committed offsets "
+        "reach the last input offsets (so every output was delivered); outputs checked afterwards: "
+        + ", ".join(f"{n:,} on `{t.split('.')[-1]}`" for t, n in results.outputs_checked.items()) + "."
+        + (f" After the light-load run it stopped on SIGTERM with exit code {results.worker_exit[0]} in "
+           f"{results.worker_exit[1]:.1f} s." if results.worker_exit else ""),
+        "",
+        "### Where the worker's time goes",
+        "",
+    ]
+    out += where_time_goes(results)
+    out += ["", "## Latency at light load", ""]
+    lat = results.latency
+    if lat is not None:
+        out += [
+            f"{lat.sent} events at {lat.rate:.0f} events/s for {lat.seconds:.0f} s to the idle worker; latency is "
+            f"the time a consumer saw the event's last output minus the input record's timestamp.",
+            "",
+        ]
+        out += _table(["received", "p50", "p90", "p99", "max", "worker's share p50", "max_wait_ms",
+                       f"one batch of {results.light_batch_rows} (median)"], [[
+            f"{lat.received}/{lat.sent}", f"{lat.percentile(0.5):.0f} ms", f"{lat.percentile(0.9):.0f} ms",
+            f"{lat.percentile(0.99):.0f} ms", f"{max(lat.latencies_ms, default=float('nan')):.0f} ms",
+            f"{lat.percentile(0.5, lat.worker_ms):.0f} ms", f"{results.max_wait_ms()} ms",
+            f"{results.light_batch_seconds * 1000:.0f} ms"]])
+        out += [
+            "",
+            "- The worker's share: input timestamp to the `produced_at_ms` the worker wrote into the labels "
+            "record, so it includes the time the input spent in the broker before the worker's fetch returned.",
+        ]
+        if results.fetch_delay is not None:
+            wait, delay = results.fetch_delay
+            out.append(
+                f"- The broker's share: a plain consumer with the worker's `fetch.wait.max.ms={wait}` saw records "
+                f"{delay:.0f} ms (p50) after they were produced, at the same rate, with no model at all."
+            )
+    b = results.backlog
+    if b is not None:
+        out += [
+            "",
+            "## Memory with a backlog",
+            "",
+            f"{b.backlog:,} events queued before a fresh worker started (queued in {results.backlog_fill_seconds:.0f} s). "
+            f"Idle RSS: after warm-up, before its partitions were assigned ({b.idle_samples} samples). "
+            f"Peak RSS: sampled every 100 ms while it worked the backlog for {b.seconds:.0f} s.",
+            "",
+        ]
+        out += _table(["idle RSS", "peak RSS", "peak / idle", "highest RSS during warm-up", "events done",
+                       "events/s", "exit code after SIGTERM", "stop took"], [[
+            f"{b.idle_rss / MIB:.0f} MiB", f"{b.peak_rss / MIB:.0f} MiB", f"{b.ratio:.2f}",
+            f"{b.warmup_hwm / MIB:.0f} MiB", f"{b.processed:,}", f"{b.processed / b.seconds:.1f}", str(b.exit_code),
+            f"{b.stop_seconds:.1f} s"]])
+        out += ["", "- Highest RSS during warm-up: the process's high-water mark (VmHWM) when it was idle, i.e. "
+                "what the warm-up batch (the largest the batch settings allow) needed before its memory was freed."]
+        if results.rounds_rss is not None:
+            idle, peak = results.rounds_rss
+            out.append(f"- Without a backlog, the throughput worker's RSS went from {idle / MIB:.0f} MiB (idle) to "
+                       f"{peak / MIB:.0f} MiB at peak ({peak / max(1, idle):.2f}×) over its rounds.")
+    out += ["", "## Targets", ""]
+    out += _table(["target", "goal", "measured", "result"],
+                  [[t.name, t.goal, t.measured, t.verdict] for t in targets(results)])
+    out += [
+        "",
+        "## How busy the machine was",
+        "",
+        "Share of all CPUs used by processes outside the benchmark (other users' builds and tests) during "
+        "each phase; figures from a phase with a high share are less trustworthy. Before each phase the "
+        "benchmark waits (up to a limit) for that share to fall under 20%.",
+        "",
+    ]
+    out += _table(["phase", "seconds", "others' CPU share", "waited first"],
+                  [[name, f"{seconds:.0f}", f"{share:.0%}", f"{waited:.0f} s"]
+                   for name, seconds, share, waited in results.background])
+    out += [
+        "",
+        "## Worker settings used",
+        "",
+        "Everything else is the worker's default.",
+        "",
+        "```",
+        *[f"{k}={v}" for k, v in sorted(results.worker_env.items()) if "TOPICS" not in k and "GROUP" not in k],
+        "```",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def console_table(results: Results) -> str:
+    header = ["approach", "events/s", "tokens/s", "x alone", "padding", "runs"]
+    rows = [[cell.replace("**", "") for cell in row] for row in throughput_rows(results)]
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)) for row in [header, *rows]]
+    lat = results.latency
+    if lat is not None:
+        lines.append(f"light load {lat.rate:.0f}/s: p50 {lat.percentile(0.5):.0f} ms, p99 {lat.percentile(0.99):.0f} ms")
+    if results.backlog is not None:
+        b = results.backlog
+        lines.append(f"backlog {b.backlog:,}: idle RSS {b.idle_rss / MIB:.0f} MiB, peak {b.peak_rss / MIB:.0f} MiB "
+                     f"({b.ratio:.2f}x)")
+    lines.append("")
+    for t in targets(results):
+        lines.append(f"{t.verdict.replace('**', ''):8} {t.name}: {t.measured} (goal {t.goal})")
+    return "\n".join(lines)
