@@ -40,6 +40,8 @@ VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, object]]] = {
     "default": ((), {}),
     "mmap_1mb": (("mmap_1mb",), {}),
     "mmap_32mb": (("mmap_32mb",), {}),
+    "trim_per_window": (("trim_per_window",), {}),
+    "mmap_32mb_trim": (("mmap_32mb", "trim_per_window"), {}),
     "no_allocator_tuning": (("no_tune_allocator",), {}),
     "jemalloc": (("no_tune_allocator",), {"env:LD_PRELOAD": JEMALLOC}),
     "max_tokens_2048": ((), {"batch__max_tokens": 2048}),

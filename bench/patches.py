@@ -43,10 +43,29 @@ def mmap_32mb() -> None:
     worker.memory.tune_allocator = functools.partial(worker.memory.tune_allocator, mmap_threshold_bytes=32 << 20)
 
 
+def trim_per_window() -> None:
+    """Return the heap's free pages to the system (malloc_trim) after each window the model scores."""
+    import ctypes
+
+    import worker.inference
+
+    libc = ctypes.CDLL("libc.so.6")
+    original = worker.inference.InferenceStage.score
+
+    def score(self, window):  # type: ignore[no-untyped-def]
+        try:
+            return original(self, window)
+        finally:
+            libc.malloc_trim(0)
+
+    worker.inference.InferenceStage.score = score  # type: ignore[method-assign]
+
+
 PATCHES: dict[str, Callable[[], None]] = {
     "no_tune_allocator": no_tune_allocator,
     "mmap_4mb": mmap_4mb,
     "mmap_1mb": mmap_1mb,
+    "trim_per_window": trim_per_window,
     "mmap_32mb": mmap_32mb,
 }
 
