@@ -235,12 +235,13 @@ def fill_backlog(bootstrap: str, topics: TopicSet, texts: list[str], count: int)
 
 
 def backlog_memory(
-    bootstrap: str, topics: TopicSet, backlog: int, seconds: float, watch=None  # type: ignore[no-untyped-def]
+    bootstrap: str, topics: TopicSet, backlog: int, seconds: float, watch=None, **settings: object  # type: ignore[no-untyped-def]
 ) -> BacklogResult:
     """Start a worker on a topic that already holds `backlog` events; RSS idle (warmed up, before its
-    partitions are assigned) and at peak while it works through the backlog for `seconds`."""
+    partitions are assigned) and at peak while it works through the backlog for `seconds`.
+    `settings` go to `WorkerProcess` (WORKER_* settings, or "env:NAME" for a plain variable)."""
     group = f"bench-backlog-{uuid.uuid4().hex[:6]}"
-    worker = WorkerProcess(bootstrap, topics, group)
+    worker = WorkerProcess(bootstrap, topics, group, **settings)
     if watch is not None:
         watch(worker.pid)
     sampler = RssSampler(worker.pid)

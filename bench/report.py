@@ -33,6 +33,8 @@ class Results:
     latency: LatencyResult | None = None
     worker_exit: tuple[int, float] | None = None
     backlog: BacklogResult | None = None
+    # The same backlog with glibc's mmap threshold fixed low (LEAN_ALLOCATOR): flatter memory, slower model.
+    backlog_lean: BacklogResult | None = None
     backlog_fill_seconds: float = 0.0
     # (phase, seconds, others' CPU share, seconds waited for a quieter machine first)
     background: list[tuple[str, float, float, float]] = field(default_factory=list)
@@ -111,6 +113,10 @@ class Target:
     @property
     def verdict(self) -> str:
         return {True: "**pass**", False: "**FAIL**", None: "reported"}[self.passed]
+
+
+LEAN_ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": "1048576"}
+LEAN_ALLOCATOR_TEXT = " ".join(f"{k}={v}" for k, v in LEAN_ALLOCATOR.items())
 
 
 def targets(results: Results) -> list[Target]:
@@ -319,13 +325,26 @@ def render(results: Results) -> str:
             f"Peak RSS: sampled every 100 ms while it worked the backlog for {b.seconds:.0f} s.",
             "",
         ]
-        out += _table(["idle RSS", "peak RSS", "peak / idle", "highest RSS during warm-up", "events done",
-                       "events/s", "exit code after SIGTERM", "stop took"], [[
-            f"{b.idle_rss / MIB:.0f} MiB", f"{b.peak_rss / MIB:.0f} MiB", f"{b.ratio:.2f}",
-            f"{b.warmup_hwm / MIB:.0f} MiB", f"{b.processed:,}", f"{b.processed / b.seconds:.1f}", str(b.exit_code),
-            f"{b.stop_seconds:.1f} s"]])
+        def memory_row(name: str, r: BacklogResult) -> list[str]:
+            return [name, f"{r.idle_rss / MIB:.0f} MiB", f"{r.peak_rss / MIB:.0f} MiB", f"{r.ratio:.2f}",
+                    f"{r.warmup_hwm / MIB:.0f} MiB", f"{r.processed:,}", f"{r.processed / r.seconds:.1f}",
+                    str(r.exit_code), f"{r.stop_seconds:.1f} s"]
+
+        rows = [memory_row("default", b)]
+        if results.backlog_lean is not None:
+            rows.append(memory_row(f"`{LEAN_ALLOCATOR_TEXT}`", results.backlog_lean))
+        out += _table(["allocator", "idle RSS", "peak RSS", "peak / idle", "highest RSS during warm-up", "events done",
+                       "events/s", "exit code after SIGTERM", "stop took"], rows)
         out += ["", "- Highest RSS during warm-up: the process's high-water mark (VmHWM) when it was idle, i.e. "
                 "what the warm-up batch (the largest the batch settings allow) needed before its memory was freed."]
+        if results.backlog_lean is not None:
+            out.append(
+                f"- `{LEAN_ALLOCATOR_TEXT}` (glibc's own variable) makes every buffer over 1 MiB a fresh mapping that "
+                "goes back to the system when freed: flatter memory, but the model pays for faulting in each "
+                "buffer anew (compare its events/s with the default's). By default glibc raises the threshold "
+                "as large blocks are freed and reuses torch's activation buffers from its heap, which stays as "
+                "large as the most varied window of batches made it."
+            )
         if results.rounds_rss is not None:
             idle, peak = results.rounds_rss
             out.append(f"- Without a backlog, the throughput worker's RSS went from {idle / MIB:.0f} MiB (idle) to "
@@ -371,6 +390,10 @@ def console_table(results: Results) -> str:
         b = results.backlog
         lines.append(f"backlog {b.backlog:,}: idle RSS {b.idle_rss / MIB:.0f} MiB, peak {b.peak_rss / MIB:.0f} MiB "
                      f"({b.ratio:.2f}x)")
+    if results.backlog_lean is not None:
+        b = results.backlog_lean
+        lines.append(f"backlog with {LEAN_ALLOCATOR_TEXT}: idle RSS {b.idle_rss / MIB:.0f} MiB, "
+                     f"peak {b.peak_rss / MIB:.0f} MiB ({b.ratio:.2f}x), {b.processed / b.seconds:.1f} events/s")
     lines.append("")
     for t in targets(results):
         lines.append(f"{t.verdict.replace('**', ''):8} {t.name}: {t.measured} (goal {t.goal})")
