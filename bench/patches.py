@@ -61,11 +61,19 @@ def trim_per_window() -> None:
     worker.inference.InferenceStage.score = score  # type: ignore[method-assign]
 
 
+def switch_interval_5ms() -> None:
+    """Python's default GIL switch interval (5 ms) instead of the worker's 1 ms."""
+    import worker.cli
+
+    worker.cli.GIL_SWITCH_INTERVAL_S = 0.005
+
+
 PATCHES: dict[str, Callable[[], None]] = {
     "no_tune_allocator": no_tune_allocator,
     "mmap_4mb": mmap_4mb,
     "mmap_1mb": mmap_1mb,
     "trim_per_window": trim_per_window,
+    "switch_interval_5ms": switch_interval_5ms,
     "mmap_32mb": mmap_32mb,
 }
 

@@ -44,10 +44,18 @@ def main(argv: list[str] | None = None) -> int:
     return write_schemas(args.out, check=args.check)
 
 
+GIL_SWITCH_INTERVAL_S = 0.001
+
+
 def run_command(config_file: Path | None) -> int:
     from worker.memory import tune_allocator
 
     tune_allocator()  # before torch allocates anything
+    # The model thread needs the GIL between torch ops; Python hands it to a waiting thread only
+    # after the switch interval (5 ms by default), so the poll thread's decoding stalled forward
+    # passes. 1 ms took the worker from 0.85× to 0.93× of the model alone
+    # (bench/experiments.py workers --variants default,switch_interval_5ms).
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     try:
         settings = load_settings(config_file)
     except SettingsError as exc:
