@@ -42,6 +42,7 @@ VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, object]]] = {
     "mmap_32mb": (("mmap_32mb",), {}),
     "trim_per_window": (("trim_per_window",), {}),
     "switch_interval_5ms": (("switch_interval_5ms",), {}),
+    "one_arena": (("one_arena",), {}),
     "mmap_32mb_trim": (("mmap_32mb", "trim_per_window"), {}),
     "no_allocator_tuning": (("no_tune_allocator",), {}),
     "jemalloc": (("no_tune_allocator",), {"env:LD_PRELOAD": JEMALLOC}),

@@ -68,12 +68,20 @@ def switch_interval_5ms() -> None:
     worker.cli.GIL_SWITCH_INTERVAL_S = 0.005
 
 
+def one_arena() -> None:
+    """One glibc arena shared by all threads instead of two."""
+    import worker.memory
+
+    worker.memory.tune_allocator = functools.partial(worker.memory.tune_allocator, arena_max=1)
+
+
 PATCHES: dict[str, Callable[[], None]] = {
     "no_tune_allocator": no_tune_allocator,
     "mmap_4mb": mmap_4mb,
     "mmap_1mb": mmap_1mb,
     "trim_per_window": trim_per_window,
     "switch_interval_5ms": switch_interval_5ms,
+    "one_arena": one_arena,
     "mmap_32mb": mmap_32mb,
 }
 
