@@ -18,6 +18,7 @@ import numpy as np
 import orjson
 from confluent_kafka import Consumer, Producer
 
+from bench.rates import PaddedRates
 from bench.topics import FAST_GROUP, QUIET, TopicSet
 from worker.encoder import Encoder
 
@@ -25,25 +26,13 @@ CHUNK = 32
 
 
 @dataclass(frozen=True)
-class LoopResult:
+class LoopResult(PaddedRates):
     name: str
     events: int
     seconds: float
     real_tokens: int
     padded_tokens: int
     cpu_seconds: float
-
-    @property
-    def events_per_s(self) -> float:
-        return self.events / self.seconds
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.real_tokens / self.seconds
-
-    @property
-    def padding(self) -> float:
-        return self.padded_tokens / max(1, self.real_tokens)
 
 
 class _Outputs:

@@ -9,28 +9,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from bench.rates import PaddedRates
 from worker.encoder import Encoder
 
 
 @dataclass(frozen=True)
-class PassResult:
+class PassResult(PaddedRates):
     batch_size: int
     events: int
     seconds: float
     real_tokens: int
     padded_tokens: int
-
-    @property
-    def events_per_s(self) -> float:
-        return self.events / self.seconds
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.real_tokens / self.seconds
-
-    @property
-    def padding(self) -> float:
-        return self.padded_tokens / max(1, self.real_tokens)
 
 
 def sorted_batches(token_ids: list[list[int]], batch_size: int) -> list[list[list[int]]]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from bench.rates import Rates
 from bench.topics import INPUT_PARTITIONS, CommitWatcher, InputWriter, OutputReader, TopicSet, committed
 from bench.worker_process import RssSampler, WorkerProcess, vm_hwm
 
@@ -26,7 +27,7 @@ def log(message: str) -> None:
 
 
 @dataclass(frozen=True)
-class WorkerRound:
+class WorkerRound(Rates):
     events: int
     seconds: float
     real_tokens: int
@@ -34,14 +35,6 @@ class WorkerRound:
     cpu_seconds: float  # the worker process's CPU time over the round
     broker_cpu_seconds: float = 0.0  # the local broker's, on the same cores (0 with an external one)
     bench_cpu_seconds: float = 0.0  # this process's: producing the events, watching the commits
-
-    @property
-    def events_per_s(self) -> float:
-        return self.events / self.seconds
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.real_tokens / self.seconds
 
     @property
     def padding(self) -> float | None:
