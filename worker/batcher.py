@@ -30,7 +30,7 @@ T = TypeVar("T")
 @dataclass(frozen=True, slots=True)
 class BatchPolicy:
     max_size: int = 64
-    max_tokens: int = 16384
+    max_tokens: int = 4096
     max_wait_ms: int = 50
     sort_window: int = 512
     # What one more forward pass costs, in padded tokens: the fixed per-pass work (kernel launches,
