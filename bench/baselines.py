@@ -12,7 +12,9 @@ commit synchronously, so that nothing is committed before its outputs are delive
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import orjson
@@ -81,39 +83,30 @@ def _clients(bootstrap: str, group: str, topics: TopicSet) -> tuple[Consumer, Pr
 def naive_worker(
     bootstrap: str, topics: TopicSet, group: str, encoder: Encoder, events: int, timeout_s: float
 ) -> LoopResult:
-    consumer, producer = _clients(bootstrap, group, topics)
-    outputs = _Outputs(encoder, producer, topics)
-    done = real = 0
-    started: float | None = None
-    cpu_started = 0.0
-    deadline = time.monotonic() + timeout_s
-    try:
-        while done < events and time.monotonic() < deadline:
-            message = consumer.poll(1.0)
-            if message is None or message.error() is not None:
-                continue
-            if started is None:
-                started, cpu_started = time.perf_counter(), time.process_time()
-            event = orjson.loads(message.value())
-            token_ids = encoder.tokenize([event["text"]])
-            encoded = encoder.encode(token_ids)
-            outputs.produce(message, encoded.embeddings[0], encoded.scores[0], event["id"])
-            producer.flush()
-            consumer.commit(message=message, asynchronous=False)
-            done += 1
-            real += len(token_ids[0])
-        seconds = time.perf_counter() - (started or time.perf_counter())
-        cpu = time.process_time() - cpu_started
-    finally:
-        consumer.close()
-    if done < events:
-        raise RuntimeError(f"naive worker: {done}/{events} events within {timeout_s:.0f}s")
-    return LoopResult("naive (1 at a time)", done, seconds, real, real, cpu)
+    """Poll one record, run the model on it, produce, commit: what many first write."""
+    return _run_loop("naive (1 at a time)", lambda consumer: [consumer.poll(1.0)],
+                     bootstrap, topics, group, encoder, events, timeout_s)
 
 
 def fixed_chunk_worker(
     bootstrap: str, topics: TopicSet, group: str, encoder: Encoder, events: int, timeout_s: float
 ) -> LoopResult:
+    """`consume(32)`, one pass padded to the chunk's longest text, produce, commit."""
+    return _run_loop(f"fixed chunk (consume({CHUNK}))", lambda consumer: consumer.consume(CHUNK, 1.0),
+                     bootstrap, topics, group, encoder, events, timeout_s)
+
+
+def _run_loop(
+    name: str,
+    take: Callable[[Consumer], list[Any]],
+    bootstrap: str,
+    topics: TopicSet,
+    group: str,
+    encoder: Encoder,
+    events: int,
+    timeout_s: float,
+) -> LoopResult:
+    """Process what `take` returns as one batch at a time, synchronously; timed from the first record."""
     consumer, producer = _clients(bootstrap, group, topics)
     outputs = _Outputs(encoder, producer, topics)
     done = real = padded = 0
@@ -122,14 +115,14 @@ def fixed_chunk_worker(
     deadline = time.monotonic() + timeout_s
     try:
         while done < events and time.monotonic() < deadline:
-            messages = [m for m in consumer.consume(CHUNK, 1.0) if m.error() is None]
+            messages = [m for m in take(consumer) if m is not None and m.error() is None]
             if not messages:
                 continue
             if started is None:
                 started, cpu_started = time.perf_counter(), time.process_time()
             decoded = [orjson.loads(message.value()) for message in messages]
             token_ids = encoder.tokenize([event["text"] for event in decoded])
-            encoded = encoder.encode(token_ids)  # one pass, padded to the chunk's longest text
+            encoded = encoder.encode(token_ids)  # one pass, padded to the longest text taken
             for row, (message, event) in enumerate(zip(messages, decoded)):
                 outputs.produce(message, encoded.embeddings[row], encoded.scores[row], event["id"])
             producer.flush()
@@ -143,5 +136,5 @@ def fixed_chunk_worker(
     finally:
         consumer.close()
     if done < events:
-        raise RuntimeError(f"fixed-chunk worker: {done}/{events} events within {timeout_s:.0f}s")
-    return LoopResult(f"fixed chunk (consume({CHUNK}))", done, seconds, real, padded, cpu)
+        raise RuntimeError(f"{name}: {done}/{events} events within {timeout_s:.0f}s")
+    return LoopResult(name, done, seconds, real, padded, cpu)

@@ -30,6 +30,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from bench import ceiling, dataset, machine, phases  # noqa: E402
 from bench.patches import JEMALLOC  # noqa: E402
 from bench.phases import log  # noqa: E402
+from bench.report import markdown_table  # noqa: E402
 from bench.topics import FAST_GROUP, CommitWatcher, InputWriter, OutputReader, broker, fresh_topics  # noqa: E402
 from bench.worker_process import RssSampler, WorkerProcess  # noqa: E402
 
@@ -38,12 +39,12 @@ from bench.worker_process import RssSampler, WorkerProcess  # noqa: E402
 FETCH_10 = {"kafka__consumer_config": {**FAST_GROUP, "fetch.wait.max.ms": 10}}
 VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, object]]] = {
     "default": ((), {}),
-    "mmap_1mb": (("mmap_1mb",), {}),
-    "mmap_32mb": (("mmap_32mb",), {}),
+    "mmap_1mb": ((), {"env:MALLOC_MMAP_THRESHOLD_": str(1 << 20)}),
+    "mmap_32mb": ((), {"env:MALLOC_MMAP_THRESHOLD_": str(32 << 20)}),
     "trim_per_window": (("trim_per_window",), {}),
     "switch_interval_5ms": (("switch_interval_5ms",), {}),
     "one_arena": (("one_arena",), {}),
-    "mmap_32mb_trim": (("mmap_32mb", "trim_per_window"), {}),
+    "mmap_32mb_trim": (("trim_per_window",), {"env:MALLOC_MMAP_THRESHOLD_": str(32 << 20)}),
     "no_allocator_tuning": (("no_tune_allocator",), {}),
     "jemalloc": (("no_tune_allocator",), {"env:LD_PRELOAD": JEMALLOC}),
     "max_tokens_2048": ((), {"batch__max_tokens": 2048}),
@@ -53,11 +54,6 @@ VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, object]]] = {
     "wait_out_max_wait": ((), {"batch__close_when_idle": False}),
     "fetch_wait_10": ((), FETCH_10),
 }
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
 def load_encoder():  # type: ignore[no-untyped-def]
@@ -84,15 +80,9 @@ def windowed(lengths: list[int], window: int, planner: Callable[[list[int]], lis
 
 def greedy_cuts(lengths: list[int], policy) -> list[list[int]]:  # type: ignore[no-untyped-def]
     """Sorted, then cut whenever `max_size` or `max_tokens` would be passed: how the worker cut before."""
-    order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for i in order:
-        if current and (len(current) >= policy.max_size or lengths[i] * (len(current) + 1) > policy.max_tokens):
-            batches.append(current)
-            current = []
-        current.append(i)
-    return batches + ([current] if current else [])
+    from worker.batcher import cut_in_order
+
+    return cut_in_order(sorted(range(len(lengths)), key=lengths.__getitem__), lengths, policy)  # type: ignore[arg-type]
 
 
 def run_plans(args: argparse.Namespace) -> None:
@@ -144,8 +134,8 @@ def run_plans(args: argparse.Namespace) -> None:
                      f"{padded / real:.3f}", str(len(batches)), ", ".join(f"{len(lengths) / x:.0f}" for x in seconds[name])])
     print()
     print(f"{len(lengths)} events, model time only (no Kafka), {args.repeats} interleaved repeats")
-    print(table(["plan", "events/s (best)", "× model alone (best)", "events/s (median)", "padding", "passes", "runs"],
-                rows))
+    print("\n".join(markdown_table(
+        ["plan", "events/s (best)", "× model alone (best)", "events/s (median)", "padding", "passes", "runs"], rows)))
 
 
 # -- workers side by side ----------------------------------------------------------------------
@@ -215,7 +205,7 @@ def run_workers(args: argparse.Namespace) -> None:
         ])
     print()
     print(f"{len(token_ids)} events per round, {args.rounds} rounds, medians; machine: {machine.cpu_model()}")
-    print(table(["variant", "events/s", "× model alone", "padding", "idle RSS", "peak RSS", "runs"], rows))
+    print("\n".join(markdown_table(["variant", "events/s", "× model alone", "padding", "idle RSS", "peak RSS", "runs"], rows)))
 
 
 def run_latency(args: argparse.Namespace) -> None:
@@ -243,7 +233,7 @@ def run_latency(args: argparse.Namespace) -> None:
                 item["worker"].stop(timeout_s=60)
     print()
     print(f"light load: {args.rate:.0f} events/s for {args.seconds:.0f} s per variant")
-    print(table(["variant", "received", "p50", "p99", "worker's share p50"], rows))
+    print("\n".join(markdown_table(["variant", "received", "p50", "p99", "worker's share p50"], rows)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,31 +16,10 @@ JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"  # Debian's libjemalloc2
 
 
 def no_tune_allocator() -> None:
-    """Leave glibc's malloc at its defaults (worker.memory sets a 1 MiB mmap threshold and 2 arenas)."""
+    """Leave glibc's malloc at its defaults (worker.memory limits it to 2 arenas)."""
     import worker.memory
 
     worker.memory.tune_allocator = lambda *args, **kwargs: False  # type: ignore[assignment]
-
-
-def mmap_1mb() -> None:
-    """The worker's allocator tuning plus a fixed 1 MiB mmap threshold (its default before this was measured)."""
-    import worker.memory
-
-    worker.memory.tune_allocator = functools.partial(worker.memory.tune_allocator, mmap_threshold_bytes=1 << 20)
-
-
-def mmap_4mb() -> None:
-    """The worker's allocator tuning plus a fixed 4 MiB mmap threshold."""
-    import worker.memory
-
-    worker.memory.tune_allocator = functools.partial(worker.memory.tune_allocator, mmap_threshold_bytes=4 << 20)
-
-
-def mmap_32mb() -> None:
-    """The worker's allocator tuning, with a 32 MiB mmap threshold (glibc's dynamic ceiling) instead of 1 MiB."""
-    import worker.memory
-
-    worker.memory.tune_allocator = functools.partial(worker.memory.tune_allocator, mmap_threshold_bytes=32 << 20)
 
 
 def trim_per_window() -> None:
@@ -77,12 +56,9 @@ def one_arena() -> None:
 
 PATCHES: dict[str, Callable[[], None]] = {
     "no_tune_allocator": no_tune_allocator,
-    "mmap_4mb": mmap_4mb,
-    "mmap_1mb": mmap_1mb,
     "trim_per_window": trim_per_window,
     "switch_interval_5ms": switch_interval_5ms,
     "one_arena": one_arena,
-    "mmap_32mb": mmap_32mb,
 }
 
 

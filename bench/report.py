@@ -177,7 +177,7 @@ def throughput_rows(results: Results) -> list[list[str]]:
     return rows
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return lines
@@ -213,7 +213,7 @@ def where_time_goes(results: Results) -> list[str]:
          f"{bench_cpu / wall:.2f} cores"],
     ]
     lines = [f"Totals over the {len(w)} kept rounds, from the worker's `/metrics` and the processes' CPU times.", ""]
-    lines += _table(["", "seconds", "share of wall"], rows)
+    lines += markdown_table(["", "seconds", "share of wall"], rows)
     if batches:
         padded = sum(r.stages.get("padded_tokens", 0.0) for r in w)
         real = sum(r.real_tokens for r in w)
@@ -267,7 +267,7 @@ def render(results: Results) -> str:
         "fixed-chunk workers ran between the rounds.",
         "",
     ]
-    out += _table(["approach", "events/s", "tokens/s", "× model alone", "padding (padded / real tokens)",
+    out += markdown_table(["approach", "events/s", "tokens/s", "× model alone", "padding (padded / real tokens)",
                    "runs (events/s)"], throughput_rows(results))
     paired = results.paired_ratios()
     out += [
@@ -297,7 +297,7 @@ def render(results: Results) -> str:
             f"the time a consumer saw the event's last output minus the input record's timestamp.",
             "",
         ]
-        out += _table(["received", "p50", "p90", "p99", "max", "worker's share p50", "max_wait_ms",
+        out += markdown_table(["received", "p50", "p90", "p99", "max", "worker's share p50", "max_wait_ms",
                        f"one batch of {results.light_batch_rows} (median)"], [[
             f"{lat.received}/{lat.sent}", f"{lat.percentile(0.5):.0f} ms", f"{lat.percentile(0.9):.0f} ms",
             f"{lat.percentile(0.99):.0f} ms", f"{max(lat.latencies_ms, default=float('nan')):.0f} ms",
@@ -333,7 +333,7 @@ def render(results: Results) -> str:
         rows = [memory_row("default", b)]
         if results.backlog_lean is not None:
             rows.append(memory_row(f"`{LEAN_ALLOCATOR_TEXT}`", results.backlog_lean))
-        out += _table(["allocator", "idle RSS", "peak RSS", "peak / idle", "highest RSS during warm-up", "events done",
+        out += markdown_table(["allocator", "idle RSS", "peak RSS", "peak / idle", "highest RSS during warm-up", "events done",
                        "events/s", "exit code after SIGTERM", "stop took"], rows)
         out += ["", "- Highest RSS during warm-up: the process's high-water mark (VmHWM) when it was idle, i.e. "
                 "what the warm-up batch (the largest the batch settings allow) needed before its memory was freed."]
@@ -350,7 +350,7 @@ def render(results: Results) -> str:
             out.append(f"- Without a backlog, the throughput worker's RSS went from {idle / MIB:.0f} MiB (idle) to "
                        f"{peak / MIB:.0f} MiB at peak ({peak / max(1, idle):.2f}×) over its rounds.")
     out += ["", "## Targets", ""]
-    out += _table(["target", "goal", "measured", "result"],
+    out += markdown_table(["target", "goal", "measured", "result"],
                   [[t.name, t.goal, t.measured, t.verdict] for t in targets(results)])
     out += [
         "",
@@ -361,7 +361,7 @@ def render(results: Results) -> str:
         "benchmark waits (up to a limit) for that share to fall under 20%.",
         "",
     ]
-    out += _table(["phase", "seconds", "others' CPU share", "waited first"],
+    out += markdown_table(["phase", "seconds", "others' CPU share", "waited first"],
                   [[name, f"{seconds:.0f}", f"{share:.0%}", f"{waited:.0f} s"]
                    for name, seconds, share, waited in results.background])
     out += [

@@ -26,6 +26,9 @@ from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
+# Used until warm-up has measured the model's own per-pass cost.
+DEFAULT_PASS_OVERHEAD_TOKENS = 64
+
 
 @dataclass(frozen=True, slots=True)
 class BatchPolicy:
@@ -35,8 +38,8 @@ class BatchPolicy:
     sort_window: int = 512
     # What one more forward pass costs, in padded tokens: the fixed per-pass work (kernel launches,
     # Python, the head) over the cost of one token. Decides how sorted windows are cut.
-    pass_overhead_tokens: int = 64
-    close_when_idle: bool = False
+    pass_overhead_tokens: int = DEFAULT_PASS_OVERHEAD_TOKENS
+    close_when_idle: bool = True
 
     def __post_init__(self) -> None:
         if (
@@ -86,7 +89,7 @@ def plan_batches(lengths: list[int | None], policy: BatchPolicy, sort: bool) -> 
     """
     order = [i for i, length in enumerate(lengths) if length is not None]
     if not sort:
-        return _cut_greedily(order, lengths, policy)
+        return cut_in_order(order, lengths, policy)
     order.sort(key=lambda i: lengths[i])  # type: ignore[arg-type, return-value]
     sizes: list[int] = [lengths[i] for i in order]  # type: ignore[misc]
     # best[end]: least cost of batching sizes[:end]; start[end]: where its last batch begins.
@@ -108,7 +111,8 @@ def plan_batches(lengths: list[int | None], policy: BatchPolicy, sort: bool) -> 
     return batches
 
 
-def _cut_greedily(order: list[int], lengths: list[int | None], policy: BatchPolicy) -> list[list[int]]:
+def cut_in_order(order: list[int], lengths: list[int | None], policy: BatchPolicy) -> list[list[int]]:
+    """Cut `order` greedily, without reordering, wherever `max_size` or `max_tokens` would be passed."""
     batches: list[list[int]] = []
     current: list[int] = []
     longest = 0

@@ -5,7 +5,8 @@ buffers stay resident in each; two arenas bound that growth across the poll, mod
 threads. The mmap threshold is left to glibc, which raises it as large blocks are freed so that
 torch's activation buffers are reused from the heap. A fixed low threshold (tried: 1 MiB) keeps
 memory flatter but maps and faults in every buffer afresh: about a fifth of the model's CPU time
-went to page faults (`bench/experiments.py workers --variants default,mmap_1mb`).
+went to page faults (`bench/experiments.py workers --variants default,mmap_1mb`). Where memory
+matters more than speed, glibc's MALLOC_MMAP_THRESHOLD_=1048576 in the environment sets it back.
 """
 
 from __future__ import annotations
@@ -16,14 +17,13 @@ import logging
 
 log = logging.getLogger(__name__)
 
-_M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 
 ARENA_MAX = 2
 
 
-def tune_allocator(mmap_threshold_bytes: int | None = None, arena_max: int = ARENA_MAX) -> bool:
-    """Returns whether the settings took (False off glibc). A threshold of None keeps glibc's own."""
+def tune_allocator(arena_max: int = ARENA_MAX) -> bool:
+    """Returns whether the setting took (False off glibc). glibc's own MALLOC_MMAP_THRESHOLD_ still applies."""
     name = ctypes.util.find_library("c")
     if not name:
         return False
@@ -34,7 +34,5 @@ def tune_allocator(mmap_threshold_bytes: int | None = None, arena_max: int = ARE
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     ok = mallopt(_M_ARENA_MAX, arena_max) == 1
-    if mmap_threshold_bytes is not None:
-        ok = ok and mallopt(_M_MMAP_THRESHOLD, mmap_threshold_bytes) == 1
-    log.debug("allocator tuned", extra={"ok": ok, "mmap_threshold": mmap_threshold_bytes, "arena_max": arena_max})
+    log.debug("allocator tuned", extra={"ok": ok, "arena_max": arena_max})
     return ok

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
-from worker.batcher import Batcher, BatchPolicy, Window
+from worker.batcher import DEFAULT_PASS_OVERHEAD_TOKENS, Batcher, BatchPolicy, Window
 from worker.decoding import DecodePolicy
 from worker.encoder import Encoder
 from worker.entries import Entry, ScoredWindow
@@ -65,7 +65,8 @@ class Worker:
         batch = settings.batch
         overhead = batch.pass_overhead_tokens
         if overhead is None:
-            overhead = round(encoder.pass_overhead_tokens) if encoder.pass_overhead_tokens is not None else 64
+            measured = encoder.pass_overhead_tokens
+            overhead = round(measured) if measured is not None else DEFAULT_PASS_OVERHEAD_TOKENS
         self.policy = BatchPolicy(
             batch.max_size, batch.max_tokens, batch.max_wait_ms, batch.sort_window, overhead, batch.close_when_idle
         )

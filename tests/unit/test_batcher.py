@@ -50,7 +50,7 @@ def test_an_idle_model_takes_the_open_window_at_once_when_close_when_idle():
 
 
 def test_without_close_when_idle_an_idle_model_waits_out_max_wait():
-    batcher = Batcher(unsorted(max_wait_ms=100))
+    batcher = Batcher(BatchPolicy(max_size=4, max_tokens=1000, max_wait_ms=100, sort_window=1, close_when_idle=False))
     batcher.add("a", 5, now=10.0)
     assert batcher.poll(now=10.05, model_idle=True) == []
     assert len(batcher.poll(now=10.1, model_idle=True)) == 1
