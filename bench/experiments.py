@@ -41,6 +41,9 @@ VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, object]]] = {
     "default": ((), {}),
     "mmap_1mb": ((), {"env:MALLOC_MMAP_THRESHOLD_": str(1 << 20)}),
     "mmap_32mb": ((), {"env:MALLOC_MMAP_THRESHOLD_": str(32 << 20)}),
+    "mmap_1mb_thp": ((), {"env:MALLOC_MMAP_THRESHOLD_": str(1 << 20), "env:THP_MEM_ALLOC_ENABLE": "1"}),
+    "mmap_4mb_thp": ((), {"env:MALLOC_MMAP_THRESHOLD_": str(4 << 20), "env:THP_MEM_ALLOC_ENABLE": "1"}),
+    "thp": ((), {"env:THP_MEM_ALLOC_ENABLE": "1"}),
     "trim_per_window": (("trim_per_window",), {}),
     "switch_interval_5ms": (("switch_interval_5ms",), {}),
     "one_arena": (("one_arena",), {}),
@@ -53,6 +56,10 @@ VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, object]]] = {
     "max_size_32": ((), {"batch__max_size": 32}),
     "wait_out_max_wait": ((), {"batch__close_when_idle": False}),
     "fetch_wait_10": ((), FETCH_10),
+    "no_heap_trim": ((), {"model__trim_headroom_mb": 0}),
+    "torch_on_main": (("torch_on_main",), {}),
+    "busy_poll_held": (("busy_poll_held",), {}),
+    "before_2026_11_26": (("torch_on_main", "busy_poll_held"), {}),
 }
 
 
@@ -168,6 +175,8 @@ def run_workers(args: argparse.Namespace) -> None:
     monitor = machine.LoadMonitor()
     alone: list[float] = []
     rates: dict[str, list[float]] = {name: [] for name in names}
+    ratios: dict[str, list[float]] = {name: [] for name in names}
+    cores: dict[str, list[float]] = {name: [] for name in names}
     paddings: dict[str, list[float]] = {name: [] for name in names}
     with broker() as (bootstrap, broker_pid):
         if broker_pid:
@@ -177,35 +186,40 @@ def run_workers(args: argparse.Namespace) -> None:
             time.sleep(1.0)
             idle = {name: item["sampler"].samples[-1][1] for name, item in variants.items()}
             for number in range(args.rounds):
-                monitor.wait_quiet(timeout_s=args.quiet_wait)
-                alone.append(ceiling.timed_pass(encoder, token_ids, args.batch).events_per_s)
-                log(f"model alone: {alone[-1]:.1f} events/s")
-                for name, item in variants.items():
+                # Each variant right after a model-alone pass of its own (the machine's speed drifts),
+                # in a rotated order so that no variant always runs first.
+                shift = number % len(names)
+                for name in names[shift:] + names[:shift]:
+                    item = variants[name]
                     monitor.wait_quiet(timeout_s=args.quiet_wait)
+                    alone.append(ceiling.timed_pass(encoder, token_ids, args.batch).events_per_s)
                     result = phases.worker_round(item["worker"], item["writer"], item["watcher"], texts.texts, real,
                                                  f"r{number}", timeout_s=max(300.0, len(token_ids) / 5))
                     rates[name].append(result.events_per_s)
+                    ratios[name].append(result.events_per_s / alone[-1])
+                    cores[name].append(result.cpu_seconds / result.seconds)
                     if result.padding is not None:
                         paddings[name].append(result.padding)
-                    log(f"{name}: {result.events_per_s:.1f} events/s")
+                    log(f"{name}: {result.events_per_s:.1f} events/s, model alone just before {alone[-1]:.1f}")
         finally:
             for item in variants.values():
                 item["sampler"].stop()
                 item["worker"].stop(timeout_s=60)
     top = statistics.median(alone)
-    rows = [[f"model alone (sorted, batch {args.batch})", f"{top:.1f}", "1.00", "", "", "", ", ".join(f"{x:.0f}" for x in alone)]]
+    rows = [[f"model alone (sorted, batch {args.batch})", f"{top:.1f}", "", "", "", "", "", ", ".join(f"{x:.0f}" for x in alone)]]
     for name, item in variants.items():
         median = statistics.median(rates[name])
         peak = item["sampler"].peak()
         rows.append([
-            name, f"{median:.1f}", f"{median / top:.2f}",
+            name, f"{median:.1f}", f"{statistics.median(ratios[name]):.2f} ({', '.join(f'{x:.2f}' for x in ratios[name])})",
             f"{statistics.median(paddings[name]):.2f}" if paddings[name] else "n/a",
+            f"{statistics.median(cores[name]):.2f}",
             f"{idle[name] / 2**20:.0f} MiB", f"{peak / 2**20:.0f} MiB ({peak / idle[name]:.2f}×)",
             ", ".join(f"{x:.0f}" for x in rates[name]),
         ])
     print()
     print(f"{len(token_ids)} events per round, {args.rounds} rounds, medians; machine: {machine.cpu_model()}")
-    print("\n".join(markdown_table(["variant", "events/s", "× model alone", "padding", "idle RSS", "peak RSS", "runs"], rows)))
+    print("\n".join(markdown_table(["variant", "events/s", "× model alone just before (median; rounds)", "padding", "worker CPU (cores)", "idle RSS", "peak RSS", "runs"], rows)))
 
 
 def run_latency(args: argparse.Namespace) -> None:

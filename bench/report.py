@@ -33,8 +33,8 @@ class Results:
     latency: LatencyResult | None = None
     worker_exit: tuple[int, float] | None = None
     backlog: BacklogResult | None = None
-    # The same backlog with glibc's mmap threshold fixed low (LEAN_ALLOCATOR): flatter memory, slower model.
-    backlog_lean: BacklogResult | None = None
+    # The same backlog with the worker's heap trimming off (UNTRIMMED): what the trimming saves.
+    backlog_untrimmed: BacklogResult | None = None
     backlog_fill_seconds: float = 0.0
     # (phase, seconds, others' CPU share, seconds waited for a quieter machine first)
     background: list[tuple[str, float, float, float]] = field(default_factory=list)
@@ -115,8 +115,9 @@ class Target:
         return {True: "**pass**", False: "**FAIL**", None: "reported"}[self.passed]
 
 
-LEAN_ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": "1048576"}
-LEAN_ALLOCATOR_TEXT = " ".join(f"{k}={v}" for k, v in LEAN_ALLOCATOR.items())
+# The comparison backlog run: the worker without its heap trimming (WorkerProcess settings).
+UNTRIMMED = {"model__trim_headroom_mb": 0}
+UNTRIMMED_TEXT = "WORKER_MODEL__TRIM_HEADROOM_MB=0"
 
 
 def targets(results: Results) -> list[Target]:
@@ -331,19 +332,18 @@ def render(results: Results) -> str:
                     str(r.exit_code), f"{r.stop_seconds:.1f} s"]
 
         rows = [memory_row("default", b)]
-        if results.backlog_lean is not None:
-            rows.append(memory_row(f"`{LEAN_ALLOCATOR_TEXT}`", results.backlog_lean))
-        out += markdown_table(["allocator", "idle RSS", "peak RSS", "peak / idle", "highest RSS during warm-up", "events done",
+        if results.backlog_untrimmed is not None:
+            rows.append(memory_row(f"`{UNTRIMMED_TEXT}`", results.backlog_untrimmed))
+        out += markdown_table(["worker", "idle RSS", "peak RSS", "peak / idle", "highest RSS during warm-up", "events done",
                        "events/s", "exit code after SIGTERM", "stop took"], rows)
         out += ["", "- Highest RSS during warm-up: the process's high-water mark (VmHWM) when it was idle, i.e. "
                 "what the warm-up batch (the largest the batch settings allow) needed before its memory was freed."]
-        if results.backlog_lean is not None:
+        if results.backlog_untrimmed is not None:
             out.append(
-                f"- `{LEAN_ALLOCATOR_TEXT}` (glibc's own variable) makes every buffer over 1 MiB a fresh mapping that "
-                "goes back to the system when freed: flatter memory, but the model pays for faulting in each "
-                "buffer anew (compare its events/s with the default's). By default glibc raises the threshold "
-                "as large blocks are freed and reuses torch's activation buffers from its heap, which stays as "
-                "large as the most varied window of batches made it."
+                f"- `{UNTRIMMED_TEXT}` switches off the worker's heap trimming. Batches of varying shapes "
+                "fragment glibc's heap, and the freed activation buffers of past passes stay resident; by "
+                "default the model thread hands them back (malloc_trim) whenever the RSS is more than "
+                "`model.trim_headroom_mb` (64 MiB) above its level after warm-up."
             )
         if results.rounds_rss is not None:
             idle, peak = results.rounds_rss
@@ -390,9 +390,9 @@ def console_table(results: Results) -> str:
         b = results.backlog
         lines.append(f"backlog {b.backlog:,}: idle RSS {b.idle_rss / MIB:.0f} MiB, peak {b.peak_rss / MIB:.0f} MiB "
                      f"({b.ratio:.2f}x)")
-    if results.backlog_lean is not None:
-        b = results.backlog_lean
-        lines.append(f"backlog with {LEAN_ALLOCATOR_TEXT}: idle RSS {b.idle_rss / MIB:.0f} MiB, "
+    if results.backlog_untrimmed is not None:
+        b = results.backlog_untrimmed
+        lines.append(f"backlog with {UNTRIMMED_TEXT}: idle RSS {b.idle_rss / MIB:.0f} MiB, "
                      f"peak {b.peak_rss / MIB:.0f} MiB ({b.ratio:.2f}x), {b.processed / b.seconds:.1f} events/s")
     lines.append("")
     for t in targets(results):

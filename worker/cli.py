@@ -106,17 +106,21 @@ def serve(settings: WorkerSettings, stop: threading.Event) -> int:
 
 def load_encoder(settings: WorkerSettings):  # type: ignore[no-untyped-def]
     """The model, loaded and warmed up at the largest batch the settings allow."""
-    from worker.encoder import Encoder, ModelLoadError
+    from worker.encoder import Encoder, ModelLoadError, on_short_lived_thread
     from worker.labels import LabelsFileError
 
-    try:
+    def load_and_warm_up() -> Encoder:
         encoder = Encoder(encoder_options(settings))
+        encoder.warm_up(settings.batch.max_size, settings.batch.max_tokens)
+        return encoder
+
+    try:
+        # Off this thread: torch work here would leave an OpenMP team behind beside the model thread's.
+        return on_short_lived_thread(load_and_warm_up)
     except LabelsFileError as exc:
         raise SettingsError(f"invalid setting WORKER_MODEL__LABELS_FILE: {exc}") from None
     except ModelLoadError as exc:
         raise SettingsError(str(exc)) from None
-    encoder.warm_up(settings.batch.max_size, settings.batch.max_tokens)
-    return encoder
 
 
 def encoder_options(settings: WorkerSettings):  # type: ignore[no-untyped-def]

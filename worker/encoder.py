@@ -12,9 +12,11 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -25,6 +27,8 @@ from worker.labels import DEFAULT_LABELS_FILE, LabelSpec, load_labels_file
 log = logging.getLogger(__name__)
 
 Scoring = Literal["softmax", "sigmoid", "cosine"]
+
+T = TypeVar("T")
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -88,6 +92,21 @@ def default_cpu_threads() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def on_short_lived_thread(work: Callable[[], T]) -> T:
+    """`work()` on a thread of its own that has exited by the time this returns (or re-raises).
+
+    For loading and warming up the encoder before the model thread takes it. libgomp keeps an
+    OpenMP team for every thread that ever ran a torch op, and while the teams' threads outnumber
+    the cores it barely spins between parallel regions: each of the hundreds of ops in a forward
+    pass then sleeps and wakes its helper threads through the kernel. A loader thread that exits
+    takes its team with it, so the model thread's is the only one. On 2 cores this took the model
+    thread from ~19,000 context switches per 3,000 events to ~5,000, and the worker process from
+    1.7 to 1.9 busy cores (`bench/experiments.py workers --variants default,torch_on_main`).
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader") as loader:
+        return loader.submit(work).result()
 
 
 class Encoder:

@@ -10,6 +10,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
@@ -43,8 +44,10 @@ class InferenceStage(threading.Thread):
         failure: FirstFailure,
         metrics: WorkerMetrics,
         tracing: Tracing | None = None,
+        after_pass: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(name="model", daemon=True)
+        self.after_pass = after_pass  # e.g. HeapTrimmer.after_pass
         self.tracing = tracing if tracing is not None and tracing.enabled else None
         self.model = model
         self.inbox = inbox
@@ -91,6 +94,8 @@ class InferenceStage(threading.Thread):
                 log.warning("batch failed, retrying its events one by one", extra={"error": repr(exc)})
                 self._score_one_by_one(window, batch, embeddings, scores)
             elapsed = time.perf_counter() - started
+            if self.after_pass is not None:
+                self.after_pass()
             self.busy_since = None
             self.last_beat = time.monotonic()
             model_seconds += elapsed

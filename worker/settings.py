@@ -177,6 +177,12 @@ class ModelSettings(_Section):
         0, ge=0, description="CPU threads for torch; 0 means one per available core."
     )
     name: str | None = Field(None, description="Model name written into outputs. Default: the directory's name.")
+    trim_headroom_mb: int = Field(
+        64,
+        ge=0,
+        description="After a forward pass, hand freed heap memory back to the system when the worker's RSS is "
+        "more than this many MiB above its level after warm-up (glibc; 0 switches it off).",
+    )
 
 
 class BatchSettings(_Section):

@@ -1,5 +1,10 @@
 """The encoder against plain transformers, on tiny random BERT and ModernBERT models and the packaged MiniLM."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -127,3 +132,51 @@ def test_device_and_precision_defaults():
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto").type == expected
     assert resolve_device("cpu").type == "cpu"
+
+
+LOADER_PROBE = """
+import os, sys, time, torch
+from worker.cli import load_encoder
+from worker.settings import WorkerSettings
+
+def threads():
+    # Exiting threads (the loader's) leave asynchronously: wait until the count holds for 0.5 s.
+    count, steady_since, deadline = None, time.monotonic(), time.monotonic() + 10
+    while time.monotonic() < deadline:
+        now = len(os.listdir("/proc/self/task"))
+        if now != count:
+            count, steady_since = now, time.monotonic()
+        elif time.monotonic() - steady_since >= 0.5:
+            break
+        time.sleep(0.05)
+    return count
+
+settings = WorkerSettings(model={"path": sys.argv[1], "num_threads": 2}, batch={"max_size": 4, "max_tokens": 256})
+encoder = load_encoder(settings)
+after_load = threads()
+torch.ones(1 << 22).add_(1)  # large enough for a parallel region: this thread's first OpenMP team
+print(after_load, threads())
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads through Linux's /proc")
+def test_loading_leaves_no_openmp_team_behind_on_the_calling_thread(tiny_bert_dir):
+    # The model thread must own the process's only OpenMP team (see on_short_lived_thread). The
+    # calling thread's first parallel op starting a helper thread shows it had no team yet.
+    result = subprocess.run(
+        [sys.executable, "-c", LOADER_PROBE, str(tiny_bert_dir)],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    after_load, after_first_op = map(int, result.stdout.split())
+    assert after_first_op == after_load + 1
+
+
+def test_short_lived_thread_returns_results_and_raises_errors():
+    import threading
+
+    from worker.encoder import on_short_lived_thread
+
+    assert on_short_lived_thread(lambda: threading.current_thread() is not threading.main_thread())
+    with pytest.raises(ModelLoadError, match="WORKER_MODEL__PATH"):
+        on_short_lived_thread(lambda: Encoder(EncoderOptions(path=Path("/nonexistent"))))
