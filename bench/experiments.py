@@ -6,8 +6,9 @@
 
 `plans` times the encoder over the batches each plan cuts from the same events (in arrival
 order, windowed as the worker does). `workers` starts one worker process per variant (a
-variant is patches from `bench.patches` plus WORKER_* settings), then runs rounds of
-[model alone, each variant] on the same events, and reports events/s and RSS. `latency`
+variant is patches from `bench.patches` plus WORKER_* settings), then runs rounds in which each
+variant follows a model-alone pass of its own on the same events (the order rotates per round), and
+reports events/s, the per-round ratios to those passes, the worker's CPU and its RSS. `latency`
 runs the light-load measurement against each variant in turn.
 Prints markdown tables; nothing is written to docs/.
 """

@@ -24,40 +24,34 @@ def no_tune_allocator() -> None:
     worker.memory.tune_allocator = lambda *args, **kwargs: False  # type: ignore[assignment]
 
 
-def trim_per_window() -> None:
-    """Return the heap's free pages to the system (malloc_trim) after each window the model scores."""
-    import ctypes
+def _trim_after(owner: type, method: str) -> None:
+    """Wrap `owner.method` so that every call ends with malloc_trim (free heap pages to the system)."""
+    from worker.memory import release_free_heap
 
+    original = getattr(owner, method)
+
+    @functools.wraps(original)
+    def wrapped(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            release_free_heap()
+
+    setattr(owner, method, wrapped)
+
+
+def trim_per_window() -> None:
+    """malloc_trim after each window the model scores (the worker trims only above a headroom)."""
     import worker.inference
 
-    libc = ctypes.CDLL("libc.so.6")
-    original = worker.inference.InferenceStage.score
-
-    def score(self, window):  # type: ignore[no-untyped-def]
-        try:
-            return original(self, window)
-        finally:
-            libc.malloc_trim(0)
-
-    worker.inference.InferenceStage.score = score  # type: ignore[method-assign]
+    _trim_after(worker.inference.InferenceStage, "score")
 
 
 def trim_per_batch() -> None:
-    """malloc_trim after every forward pass instead of every window."""
-    import ctypes
-
+    """malloc_trim after every forward pass (the worker trims only above a headroom)."""
     import worker.encoder
 
-    libc = ctypes.CDLL("libc.so.6")
-    original = worker.encoder.Encoder.encode
-
-    def encode(self, token_ids):  # type: ignore[no-untyped-def]
-        try:
-            return original(self, token_ids)
-        finally:
-            libc.malloc_trim(0)
-
-    worker.encoder.Encoder.encode = encode  # type: ignore[method-assign]
+    _trim_after(worker.encoder.Encoder, "encode")
 
 
 def switch_interval_5ms() -> None:
