@@ -67,7 +67,6 @@ class HeapTrimmer:
     limit_bytes: int
     read_rss: Callable[[], int] = resident_bytes
     trim: Callable[[], object] = release_free_heap
-    trims: int = 0
 
     @classmethod
     def above_current(cls, headroom_bytes: int, read_rss: Callable[[], int] = resident_bytes) -> HeapTrimmer | None:
@@ -80,7 +79,6 @@ class HeapTrimmer:
     def after_pass(self) -> None:
         if self.read_rss() > self.limit_bytes:
             self.trim()
-            self.trims += 1
 
 
 def tune_allocator(arena_max: int = ARENA_MAX) -> bool:

@@ -28,8 +28,8 @@ from worker.errors import FirstFailure, WorkerError
 from worker.health import WorkerStatus
 from worker.inference import STOP, InferenceStage
 from worker.intake import Intake
-from worker.memory import HeapTrimmer
 from worker.kafka_clients import consumer_config, instance_id, producer_config
+from worker.memory import HeapTrimmer
 from worker.metrics import WorkerMetrics
 from worker.offsets import OffsetTracker
 from worker.outputs import OutputSerializer
