@@ -117,7 +117,7 @@ class Target:
 
 # The comparison backlog run: the worker without its heap trimming (WorkerProcess settings).
 UNTRIMMED = {"model__trim_headroom_mb": 0}
-UNTRIMMED_TEXT = "WORKER_MODEL__TRIM_HEADROOM_MB=0"
+UNTRIMMED_TEXT = " ".join(f"WORKER_{name.upper()}={value}" for name, value in UNTRIMMED.items())
 
 
 def targets(results: Results) -> list[Target]:
@@ -343,7 +343,7 @@ def render(results: Results) -> str:
                 f"- `{UNTRIMMED_TEXT}` switches off the worker's heap trimming. Batches of varying shapes "
                 "fragment glibc's heap, and the freed activation buffers of past passes stay resident; by "
                 "default the model thread hands them back (malloc_trim) whenever the RSS is more than "
-                "`model.trim_headroom_mb` (64 MiB) above its level after warm-up."
+                f"`model.trim_headroom_mb` ({results.settings['trim_headroom_mb']} MiB) above its level after warm-up."
             )
         if results.rounds_rss is not None:
             idle, peak = results.rounds_rss

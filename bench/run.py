@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                                     "tokens_median": sorted(map(len, token_ids))[len(token_ids) // 2],
                                     "truncated_at": model_defaults.max_length},
         settings={"model": encoder.name, "max_length": model_defaults.max_length,
+                  "trim_headroom_mb": model_defaults.trim_headroom_mb,
                   **{f"batch.{k}": v for k, v in batch_defaults.model_dump().items()}},
     )
     monitor = machine.LoadMonitor()
