@@ -22,8 +22,15 @@ def cpu_model() -> str:
 
 
 def code_state(repo: str) -> str:
-    """The commit the measured worker came from, and whether worker/ had uncommitted changes."""
+    """The commit the measured worker came from, and whether worker/ had uncommitted changes.
+
+    BENCH_WORKER_CODE states it for a copy of the tree that has no .git (a machine it was copied to).
+    """
     import subprocess
+
+    stated = os.environ.get("BENCH_WORKER_CODE")
+    if stated:
+        return f"{stated} (stated by BENCH_WORKER_CODE; the tree ran from a copy without .git)"
 
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True, timeout=10).stdout.strip()

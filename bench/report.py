@@ -278,6 +278,13 @@ def render(results: Results) -> str:
         f"(median of the kept rounds {results.worker_ratio():.2f}: the figure the target uses). A round is "
         f"repeated, and left out, when other processes used over {NOISY_SHARE:.0%} of the CPUs during it or "
         f"the model-alone pass before it.",
+    ]
+    subset = [b for b in results.baselines if b.events < int(results.dataset["events"])]
+    if subset:
+        out.append(f"- The naive and fixed-chunk workers took the first {subset[0].events:,} events of the set "
+                   f"(`--baseline-events`), not all {int(results.dataset['events']):,}: their rates are per event "
+                   f"of the same mix.")
+    out += [
         "- Model alone, events/s by batch size on a length-stratified sample: "
         + ", ".join(f"{k}: {v:.0f}" for k, v in results.sweep.items()) + ".",
         "- Worker runs are timed from the first event produced to the moment the group's committed offsets "

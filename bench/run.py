@@ -3,6 +3,9 @@
     .venv/bin/python bench/run.py                  # the full run (~14 min on 2 CPU cores)
     .venv/bin/python bench/run.py --quick          # a few minutes; writes no file unless --out
     .venv/bin/python bench/run.py --events 1000 --out /tmp/bench.md
+    # on a GPU: more events, GPU-sized batches, the slow loops on a subset
+    .venv/bin/python bench/run.py --events 20000 --baseline-events 2000 \
+        --set batch.max_tokens=32768 --set batch.max_size=512 --out docs/benchmarks-gpu.md
 
 Starts a local broker (or uses KAFKA_BOOTSTRAP_SERVERS), and measures, in this order:
 the best batch size for the model alone; then rounds of [model alone, this worker] side by
@@ -50,6 +53,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="rounds run again when other processes were busy during them (default 2)")
     parser.add_argument("--quiet-wait", type=float, default=20.0,
                         help="before each phase, wait up to this many seconds for other load to drop (default 20)")
+    parser.add_argument("--baseline-events", type=int,
+                        help="events the naive and fixed-chunk loops take (default: all; they are slow on a GPU)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="a worker setting for every worker of the run and the model alone, e.g. "
+                             "batch.max_tokens=32768 (as WORKER_BATCH__MAX_TOKENS); repeatable")
     parser.add_argument("--quick", action="store_true", help="small sizes for development; no file unless --out")
     parser.add_argument("--out", type=Path, help=f"markdown report to write (default {DEFAULT_OUT.name})")
     args = parser.parse_args(argv)
@@ -61,7 +69,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.latency_seconds = args.latency_seconds or (10.0 if quick else 30.0)
     if args.out is None and not quick:
         args.out = DEFAULT_OUT
+    args.overrides = parse_overrides(parser, args.overrides)
     return args
+
+
+def parse_overrides(parser: argparse.ArgumentParser, pairs: list[str]) -> dict[str, dict[str, str]]:
+    """["batch.max_tokens=32768"] -> {"batch": {"max_tokens": "32768"}}."""
+    sections: dict[str, dict[str, str]] = {}
+    for pair in pairs:
+        key, equals, value = pair.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not (equals and dot and section and name) or "." in name:
+            parser.error(f"--set {pair!r}: expected SECTION.FIELD=VALUE, e.g. batch.max_tokens=32768")
+        sections.setdefault(section, {})[name] = value
+    return sections
+
+
+def worker_settings(overrides: dict[str, dict[str, str]]) -> dict[str, str]:
+    """The overrides as `WorkerProcess` keyword arguments (batch__max_tokens -> WORKER_BATCH__MAX_TOKENS)."""
+    return {f"{section}__{name}": value for section, fields in overrides.items() for name, value in fields.items()}
+
+
+def sweep_sizes(quick: bool, device: str) -> tuple[int, ...]:
+    """Batch sizes tried for the model alone; a GPU is fastest with far larger batches than a CPU."""
+    sizes = (32, 64) if quick else (16, 32, 64, 128)
+    return sizes + ((256, 512) if device.startswith("cuda") else ())
 
 
 def worker_consumer_setting(name: str, librdkafka_default: object) -> object:
@@ -77,12 +109,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command = "python bench/run.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     from worker.encoder import Encoder, EncoderOptions, default_model_path
-    from worker.settings import BatchSettings, ModelSettings
+    from worker.settings import BatchSettings, ModelSettings, WorkerSettings
 
-    model_defaults, batch_defaults = ModelSettings(), BatchSettings()
+    unknown = set(args.overrides) - set(WorkerSettings.model_fields)
+    if unknown:
+        raise SystemExit(f"--set: no settings section {sorted(unknown)}; sections: {', '.join(WorkerSettings.model_fields)}")
+    # Both sections go through the worker's own validation, so a typo fails here and names the field.
+    model_defaults = ModelSettings(**args.overrides.get("model", {}))
+    batch_defaults = BatchSettings(**args.overrides.get("batch", {}))
+    overrides = worker_settings(args.overrides)
     texts = dataset.generate(args.events)
     log(f"data set: {texts.describe()}")
-    encoder = Encoder(EncoderOptions(path=default_model_path(), max_length=model_defaults.max_length))
+    encoder = Encoder(EncoderOptions(path=model_defaults.path or default_model_path(), device=model_defaults.device,
+                                     dtype=model_defaults.dtype, max_length=model_defaults.max_length))
     encoder.warm_up(batch_defaults.max_size, batch_defaults.max_tokens)
     token_ids = encoder.tokenize(texts.texts)
     real_tokens = sum(len(ids) for ids in token_ids)
@@ -107,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             return report.Phase(name, monitor, results.background, args.quiet_wait)
 
         # 1. The ceiling's batch size, on a length-stratified sample.
-        sizes = (32, 64) if args.quick else (16, 32, 64, 128)
+        sizes = sweep_sizes(args.quick, str(encoder.device))
         with phase("batch-size sweep"):
             best, sweep = ceiling.best_batch_size(encoder, token_ids, sizes, sample=min(600, len(token_ids)), repeats=2)
         # Light-load batches are small; their compute is the latency target's allowance.
@@ -125,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         # 3. This worker, started once, idle until each round's events arrive.
         worker_topics = fresh_topics(bootstrap, "worker")
         group = f"bench-worker-{uuid.uuid4().hex[:6]}"
-        worker = WorkerProcess(bootstrap, worker_topics, group)
+        worker = WorkerProcess(bootstrap, worker_topics, group, **overrides)
         monitor.watch(worker.pid)
         results.worker_env = worker.env
         try:
@@ -137,13 +176,14 @@ def main(argv: list[str] | None = None) -> int:
             round_writer = InputWriter(bootstrap, worker_topics.input)
             watcher = CommitWatcher(bootstrap, group, worker_topics.input)
             timeout = max(180.0, len(token_ids) / 5)
+            baseline_events = min(args.baseline_events or len(token_ids), len(token_ids))
             slow = [
                 ("naive", lambda: baselines.naive_worker(
-                    bootstrap, base_topics, f"naive-{uuid.uuid4().hex[:6]}", encoder, len(token_ids),
-                    timeout_s=max(300.0, len(token_ids) / 2))),
+                    bootstrap, base_topics, f"naive-{uuid.uuid4().hex[:6]}", encoder, baseline_events,
+                    timeout_s=max(300.0, baseline_events / 2))),
                 ("fixed chunk", lambda: baselines.fixed_chunk_worker(
-                    bootstrap, base_topics, f"chunk-{uuid.uuid4().hex[:6]}", encoder, len(token_ids),
-                    timeout_s=max(300.0, float(len(token_ids))))),
+                    bootstrap, base_topics, f"chunk-{uuid.uuid4().hex[:6]}", encoder, baseline_events,
+                    timeout_s=max(300.0, float(baseline_events)))),
             ]
             # Rounds of [model alone, worker], then one last model-alone pass, so that every worker
             # round sits between two. A round during which other processes used more than
@@ -224,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"backlog: {args.backlog} events queued in {fill_seconds:.0f} s")
         with phase("backlog"):
             backlog = phases.backlog_memory(bootstrap, backlog_topics, args.backlog, args.backlog_seconds,
-                                            watch=monitor.watch)
+                                            watch=monitor.watch, **overrides)
         results.backlog = backlog
         results.backlog_fill_seconds = fill_seconds
         log(f"backlog: idle RSS {backlog.idle_rss / 2**20:.0f} MiB, peak {backlog.peak_rss / 2**20:.0f} MiB")
@@ -233,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         with phase("backlog, heap trimming off"):
             results.backlog_untrimmed = phases.backlog_memory(
                 bootstrap, untrimmed_topics, args.backlog, args.backlog_seconds, watch=monitor.watch,
-                **report.UNTRIMMED)
+                **(overrides | report.UNTRIMMED))
         del writer
         gc.collect()  # the clients go before the broker does, without reconnect noise
         off = results.backlog_untrimmed

@@ -123,6 +123,27 @@ def test_reduced_precision_path_stays_close_to_float32(tiny_bert_dir):
     np.testing.assert_allclose(b.scores, a.scores, atol=5e-2)
 
 
+# Half precision on the GPU against float32 on the CPU: unit vectors agree to about 1e-3.
+CUDA_TOLERANCE = {"float32": 1e-4, "float16": 5e-3, "bfloat16": 3e-2}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device; CI has none (run on a GPU machine)")
+@pytest.mark.parametrize("dtype", list(CUDA_TOLERANCE))
+def test_cuda_path_matches_the_cpu(dtype, minilm, tiny_bert_dir):
+    """Pinned-memory copies in, one copy back per batch, results in float32 on the host."""
+    for cpu in (minilm, Encoder(EncoderOptions(path=tiny_bert_dir, max_length=64, device="cpu"))):
+        gpu = Encoder(EncoderOptions(path=cpu.options.path, max_length=cpu.options.max_length, device="cuda",
+                                     dtype=dtype))
+        assert gpu.device.type == "cuda" and next(gpu.model.parameters()).dtype == getattr(torch, dtype)
+        batch = cpu.tokenize(TEXTS)
+        expected, got = cpu.encode(batch), gpu.encode(batch)
+        for name in ("embeddings", "scores"):
+            array = getattr(got, name)
+            assert array.dtype == np.float32 and isinstance(array, np.ndarray)
+            np.testing.assert_allclose(array, getattr(expected, name), atol=CUDA_TOLERANCE[dtype], err_msg=name)
+        gpu.warm_up(max_size=8, max_tokens=8 * cpu.options.max_length)
+
+
 def test_device_and_precision_defaults():
     from worker.encoder import resolve_device, resolve_dtype
 
@@ -151,7 +172,7 @@ def threads():
         time.sleep(0.05)
     return count
 
-settings = WorkerSettings(model={"path": sys.argv[1], "num_threads": 2}, batch={"max_size": 4, "max_tokens": 256})
+settings = WorkerSettings(model={"path": sys.argv[1], "num_threads": 2, "device": "cpu"}, batch={"max_size": 4, "max_tokens": 256})
 encoder = load_encoder(settings)
 after_load = threads()
 torch.ones(1 << 22).add_(1)  # large enough for a parallel region: this thread's first OpenMP team
