@@ -91,6 +91,9 @@ class WorkerProcess:
     ) -> None:
         self.metrics_port = free_port()
         env = {key: value for key, value in os.environ.items() if not key.startswith("WORKER_")}
+        # The benchmark turns the tokenizer's threads off for itself; the worker decides for itself
+        # (off on a CPU, where they would fight torch; on with a GPU). "env:" settings still set it.
+        env.pop("TOKENIZERS_PARALLELISM", None)
         env.update(
             {
                 "WORKER_KAFKA__BOOTSTRAP_SERVERS": bootstrap,

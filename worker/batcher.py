@@ -3,7 +3,7 @@
 Events arrive in input order and gather into a *window*. A window closes when
 - it holds `max_size` events, or adding the next event would push its padded cost
   (longest sequence × batch size) past `max_tokens` — when length sorting is off;
-- it holds `sort_window` events — when length sorting is on (`sort_window > max_size`);
+- it holds `sort_window` events — when length sorting is on (`sort_window` above 1);
 - `max_wait_ms` have passed since its first event;
 - or at once, when `close_when_idle` is on and the model has nothing to do: waiting only pays
   while the model is busy (the window fills meanwhile), an idle model would waste it. Under load
@@ -53,7 +53,9 @@ class BatchPolicy:
 
     @property
     def sorting(self) -> bool:
-        return self.sort_window > self.max_size
+        # Any window of two or more is worth sorting, also one no larger than max_size (a GPU's
+        # max_size of 512 with the default window): it is still cut where padding costs least.
+        return self.sort_window > 1
 
 
 @dataclass(slots=True)

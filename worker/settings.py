@@ -200,7 +200,7 @@ class BatchSettings(_Section):
         512,
         gt=0,
         description="Events gathered before sorting by length into batches; larger means less padding, "
-        "more memory and latency. At most `max_size` turns sorting off.",
+        "more memory and latency. Keep it at or above `max_size`; 1 turns sorting off (batches in arrival order).",
     )
     close_when_idle: bool = Field(
         True,

@@ -64,7 +64,7 @@ def test_embedding_model_scores_labels_by_cosine_similarity(minilm):
     out = minilm.encode(minilm.tokenize(texts))
 
     tokenizer = AutoTokenizer.from_pretrained(default_model_path())
-    model = AutoModel.from_pretrained(default_model_path()).eval()
+    model = AutoModel.from_pretrained(default_model_path(), dtype=torch.float32).eval()
 
     def embed(batch):
         encoded = tokenizer(batch, padding=True, truncation=True, max_length=128, return_tensors="pt")
