@@ -80,6 +80,7 @@ class Worker:
         self.paused = False
         self._repause = False
         self._last_commit = 0.0
+        self._caught_up = True  # nothing consumed yet: nothing to commit
         self._draining_failed = False
         # Tokenizer time slices of the open window, for its trace span: (start ns, end ns, records).
         self._tokenize_slices: list[tuple[int, int, int]] = []
@@ -221,8 +222,8 @@ class Worker:
                 self._submit(window)
         self.metrics.set_gauge("queue.depth", self.model_queue.qsize() + len(self.held), stage="model")
         self.metrics.set_gauge("queue.depth", self.publish_queue.qsize(), stage="publish")
-        if not self.exactly_once and time.monotonic() - self._last_commit >= self.settings.delivery.commit_interval_ms / 1000:
-            self._commit(sync=False)
+        if not self.exactly_once:
+            self._commit_when_due()
 
     def _model_has_room(self) -> bool:
         return not self.held and not self.model_queue.full()
@@ -348,6 +349,16 @@ class Worker:
             except queue.Full:
                 if time.monotonic() >= deadline or (self.failure.error is not None and item is not STOP):
                     return False
+
+    def _commit_when_due(self) -> None:
+        """Every `commit_interval_ms`, and once each time the worker catches up (every record it
+        consumed is finished): then the group's lag reads zero at once, instead of up to an interval
+        later, and a restart in that gap would redeliver nothing."""
+        caught_up = self.tracker.open_count() == 0
+        interval_s = self.settings.delivery.commit_interval_ms / 1000
+        if time.monotonic() - self._last_commit >= interval_s or (caught_up and not self._caught_up):
+            self._commit(sync=False)
+        self._caught_up = caught_up
 
     def _commit(self, sync: bool) -> None:
         if self.exactly_once or self.consumer is None:

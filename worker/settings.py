@@ -256,7 +256,8 @@ class DeliverySettings(_Section):
         description="This replica's stable identity (default: the host name, i.e. the pod name).",
     )
     commit_interval_ms: int = Field(
-        500, gt=0, description="At-least-once: how often delivered offsets are committed."
+        500, gt=0, description="At-least-once: how often delivered offsets are committed (also at once "
+        "whenever everything consumed has been delivered)."
     )
     drain_timeout_s: float = Field(
         60.0,

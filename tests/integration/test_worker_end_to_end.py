@@ -149,6 +149,23 @@ def test_restarted_worker_reprocesses_nothing(bootstrap, worker_topics, tiny_ber
     assert len(ids) == 220 and len(set(ids)) == 220
 
 
+def test_offsets_are_committed_as_soon_as_the_worker_catches_up(bootstrap, worker_topics, tiny_bert_dir):
+    """With a commit interval of ten minutes, the offsets still follow each burst within seconds."""
+    topics = worker_topics
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    env = worker_env(bootstrap, topics, group, model__path=tiny_bert_dir, model__max_length=64,
+                     delivery__commit_interval_ms=600_000)
+    with WorkerProcess(env) as worker:
+        for burst in range(2):
+            count = 60 * (burst + 1)
+            produce(bootstrap, topics["input"], [(None, json_event(f"b{burst}-{i}", f"burst {burst} {i}")) for i in range(60)])
+            ends = end_offsets(bootstrap, topics["input"], count)
+            wait_until(lambda: committed_at_end(bootstrap, group, topics["input"], 3, ends), timeout_s=60,
+                       what=f"offsets of burst {burst} committed")
+        assert len(read_json(bootstrap, topics["labels"], 120, timeout_s=30)) == 120
+        assert worker.stop() == 0
+
+
 def test_default_model_text_mode_and_compact_vectors(bootstrap, worker_topics):
     """The packaged MiniLM with labels-file scoring; plain-text input; base64 float16 vectors."""
     import torch
