@@ -1,6 +1,6 @@
 """The benchmark: the model alone, two simple workers and this worker, on the same events.
 
-    .venv/bin/python bench/run.py                  # the full run (~14 min on 2 CPU cores)
+    .venv/bin/python bench/run.py                  # the full run (~17 min on 2 CPU cores)
     .venv/bin/python bench/run.py --quick          # a few minutes; writes no file unless --out
     .venv/bin/python bench/run.py --events 1000 --out /tmp/bench.md
     # on a GPU: more events, GPU-sized batches, the slow loops on a subset
@@ -44,7 +44,7 @@ DEFAULT_OUT = REPO / "docs" / "benchmarks.md"
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, help="events in the throughput set (default 3000; --quick 600)")
-    parser.add_argument("--rounds", type=int, help="side-by-side rounds of model alone and worker (default 3)")
+    parser.add_argument("--rounds", type=int, help="side-by-side rounds of model alone and worker (default 5: the machine drifts, medians need rounds)")
     parser.add_argument("--backlog", type=int, help="events queued before the memory run (default 200000)")
     parser.add_argument("--backlog-seconds", type=float, help="how long the worker works the backlog (default 75)")
     parser.add_argument("--latency-seconds", type=float, help="duration of the light-load run (default 30)")
@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     quick = args.quick
     args.events = args.events or (600 if quick else 3000)
-    args.rounds = args.rounds or (1 if quick else 3)
+    args.rounds = args.rounds or (1 if quick else 5)
     args.backlog = args.backlog or (20_000 if quick else 200_000)
     args.backlog_seconds = args.backlog_seconds or (20.0 if quick else 75.0)
     args.latency_seconds = args.latency_seconds or (10.0 if quick else 30.0)
