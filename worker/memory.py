@@ -17,6 +17,7 @@ import ctypes.util
 import functools
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -65,9 +66,14 @@ class HeapTrimmer:
     """
 
     limit_bytes: int
-    headroom_bytes: int
     read_rss: Callable[[], int] = resident_bytes
     trim: Callable[[], object] = release_free_heap
+    clock: Callable[[], float] = time.monotonic
+    # Trimming takes at most this share of the model thread's time. Memory that is not free heap
+    # (CUDA's pinned host cache, threads' stacks) keeps the RSS above the limit whatever a trim
+    # does; trimming after every pass for it cost a quarter of the throughput on a GPU.
+    max_time_share: float = 0.02
+    _not_before: float = 0.0
 
     @classmethod
     def above_current(cls, headroom_bytes: int, read_rss: Callable[[], int] = resident_bytes) -> HeapTrimmer | None:
@@ -75,18 +81,14 @@ class HeapTrimmer:
         baseline = read_rss()
         if headroom_bytes <= 0 or baseline <= 0:
             return None
-        return cls(baseline + headroom_bytes, headroom_bytes, read_rss)
+        return cls(baseline + headroom_bytes, read_rss)
 
     def after_pass(self) -> None:
-        if self.read_rss() <= self.limit_bytes:
+        started = self.clock()
+        if started < self._not_before or self.read_rss() <= self.limit_bytes:
             return
         self.trim()
-        # Still above the limit: that memory is not free heap (CUDA's pinned host cache, new
-        # threads' stacks), and the next trim waits for another headroom on top of it. Trimming
-        # after every pass for memory it cannot hand back cost a quarter of the throughput on a GPU.
-        after = self.read_rss()
-        if after > self.limit_bytes:
-            self.limit_bytes = after + self.headroom_bytes
+        self._not_before = started + (self.clock() - started) / self.max_time_share
 
 
 def tune_allocator(arena_max: int = ARENA_MAX) -> bool:

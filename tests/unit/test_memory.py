@@ -19,34 +19,46 @@ class Readings:
         return self.values.pop(0)
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_trims_only_once_the_headroom_is_used_up():
-    rss = Readings(500 * MIB, 530 * MIB, 564 * MIB, 565 * MIB, 505 * MIB, 520 * MIB)
+    rss = Readings(500 * MIB, 530 * MIB, 564 * MIB, 565 * MIB, 520 * MIB)
     trims = []
     trimmer = HeapTrimmer.above_current(64 * MIB, read_rss=rss)
     assert trimmer is not None and trimmer.limit_bytes == 564 * MIB
     trimmer.trim = lambda: trims.append(True)
+    trimmer.clock = Clock()
     trimmer.after_pass()  # 530: within the headroom
     trimmer.after_pass()  # 564: at the limit, not above it
     assert trims == []
-    trimmer.after_pass()  # 565: above; 505 after the trim
-    assert trims == [True] and trimmer.limit_bytes == 564 * MIB
-    trimmer.after_pass()  # 520: back down after the trim
+    trimmer.after_pass()  # 565: above
+    assert trims == [True]
+    trimmer.after_pass()  # back down after the trim
     assert trims == [True]
 
 
-def test_memory_a_trim_cannot_hand_back_raises_the_limit():
-    # 600 MiB that no trim frees (e.g. the CUDA host cache): one trim, not one per pass.
-    rss = Readings(500 * MIB, 600 * MIB, 600 * MIB, 610 * MIB, 650 * MIB, 665 * MIB, 560 * MIB)
+def test_trims_take_at_most_their_share_of_the_time():
+    # 600 MiB that no trim frees (e.g. the CUDA host cache); each trim takes 10 ms.
+    clock = Clock()
     trims = []
-    trimmer = HeapTrimmer.above_current(64 * MIB, read_rss=rss)
-    trimmer.trim = lambda: trims.append(True)
-    trimmer.after_pass()  # 600: above 564, trimmed, still 600
-    assert trims == [True] and trimmer.limit_bytes == 664 * MIB
-    trimmer.after_pass()  # 610
-    trimmer.after_pass()  # 650
-    assert trims == [True]
-    trimmer.after_pass()  # 665: another headroom's growth; 560 after the trim: the limit stays
-    assert trims == [True, True] and trimmer.limit_bytes == 664 * MIB
+
+    def trim() -> None:
+        trims.append(clock.now)
+        clock.now += 0.010
+
+    trimmer = HeapTrimmer(564 * MIB, read_rss=lambda: 600 * MIB, trim=trim, clock=clock, max_time_share=0.02)
+    for _ in range(100):  # a pass every 20 ms for 2 s
+        trimmer.after_pass()
+        clock.now += 0.020
+    # 10 ms of trimming buys 0.5 s without: 4 trims in 2 s instead of 100 (2% of the time).
+    assert len(trims) == 4
+    assert all(b - a >= 0.5 for a, b in zip(trims, trims[1:]))
 
 
 def test_off_when_the_headroom_is_zero_or_the_rss_unknown():
