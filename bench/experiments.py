@@ -58,8 +58,6 @@ VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, object]]] = {
     "torch_on_main": (("torch_on_main",), {}),
     "busy_poll_held": (("busy_poll_held",), {}),
     "before_2026_11_26": (("torch_on_main", "busy_poll_held"), {}),
-    "omp_passive": ((), {"env:OMP_WAIT_POLICY": "PASSIVE"}),
-    "omp_active": ((), {"env:OMP_WAIT_POLICY": "ACTIVE"}),
 }
 
 
