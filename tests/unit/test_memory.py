@@ -52,13 +52,14 @@ def test_trims_take_at_most_their_share_of_the_time():
         trims.append(clock.now)
         clock.now += 0.010
 
-    trimmer = HeapTrimmer(564 * MIB, read_rss=lambda: 600 * MIB, trim=trim, clock=clock, max_time_share=0.02)
+    trimmer = HeapTrimmer(564 * MIB, read_rss=lambda: 600 * MIB, trim=trim, clock=clock)
+    assert trimmer.max_time_share == 0.05
     for _ in range(100):  # a pass every 20 ms for 2 s
         trimmer.after_pass()
         clock.now += 0.020
-    # 10 ms of trimming buys 0.5 s without: 4 trims in 2 s instead of 100 (2% of the time).
-    assert len(trims) == 4
-    assert all(b - a >= 0.5 for a, b in zip(trims, trims[1:]))
+    # 10 ms of trimming buys 0.2 s without: 10 trims in 2 s instead of 100 (5% of the time).
+    assert len(trims) == 10
+    assert all(b - a >= 0.2 - 1e-9 for a, b in zip(trims, trims[1:]))
 
 
 def test_off_when_the_headroom_is_zero_or_the_rss_unknown():
