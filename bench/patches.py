@@ -24,34 +24,21 @@ def no_tune_allocator() -> None:
     worker.memory.tune_allocator = lambda *args, **kwargs: False  # type: ignore[assignment]
 
 
-def _trim_after(owner: type, method: str) -> None:
-    """Wrap `owner.method` so that every call ends with malloc_trim (free heap pages to the system)."""
-    from worker.memory import release_free_heap
-
-    original = getattr(owner, method)
-
-    @functools.wraps(original)
-    def wrapped(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        try:
-            return original(self, *args, **kwargs)
-        finally:
-            release_free_heap()
-
-    setattr(owner, method, wrapped)
-
-
 def trim_per_window() -> None:
     """malloc_trim after each window the model scores (the worker trims only above a headroom)."""
     import worker.inference
+    from worker.memory import release_free_heap
 
-    _trim_after(worker.inference.InferenceStage, "score")
+    original = worker.inference.InferenceStage.score
 
+    @functools.wraps(original)
+    def score(self, window):  # type: ignore[no-untyped-def]
+        try:
+            return original(self, window)
+        finally:
+            release_free_heap()
 
-def trim_per_batch() -> None:
-    """malloc_trim after every forward pass (the worker trims only above a headroom)."""
-    import worker.encoder
-
-    _trim_after(worker.encoder.Encoder, "encode")
+    worker.inference.InferenceStage.score = score  # type: ignore[method-assign]
 
 
 def switch_interval_5ms() -> None:
@@ -108,7 +95,6 @@ PATCHES: dict[str, Callable[[], None]] = {
     "busy_poll_held": busy_poll_held,
     "no_tune_allocator": no_tune_allocator,
     "trim_per_window": trim_per_window,
-    "trim_per_batch": trim_per_batch,
     "switch_interval_5ms": switch_interval_5ms,
     "one_arena": one_arena,
 }

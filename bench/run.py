@@ -3,9 +3,10 @@
     .venv/bin/python bench/run.py                  # the full run (~17 min on 2 CPU cores)
     .venv/bin/python bench/run.py --quick          # a few minutes; writes no file unless --out
     .venv/bin/python bench/run.py --events 1000 --out /tmp/bench.md
-    # on a GPU: more events, GPU-sized batches, the slow loops on a subset
-    .venv/bin/python bench/run.py --events 20000 --baseline-events 2000 \
-        --set batch.max_tokens=32768 --set batch.max_size=512 --out docs/benchmarks-gpu.md
+    # on a GPU: more events, the batch settings of helm's ci/gpu-values.yaml, the slow loops on a subset
+    .venv/bin/python bench/run.py --events 20000 --baseline-events 1500 --set batch.max_size=256 \
+        --set batch.max_tokens=65536 --set batch.sort_window=2048 --set batch.queue_depth=2 \
+        --out docs/benchmarks-gpu.md
 
 Starts a local broker (or uses KAFKA_BOOTSTRAP_SERVERS), and measures, in this order:
 the best batch size for the model alone; then rounds of [model alone, this worker] side by
@@ -108,7 +109,8 @@ def worker_consumer_setting(name: str, librdkafka_default: object) -> object:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command = "python bench/run.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    from worker.encoder import Encoder, EncoderOptions, default_model_path
+    from worker.cli import encoder_options
+    from worker.encoder import Encoder
     from worker.settings import BatchSettings, ModelSettings, WorkerSettings
 
     unknown = set(args.overrides) - set(WorkerSettings.model_fields)
@@ -120,8 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = worker_settings(args.overrides)
     texts = dataset.generate(args.events)
     log(f"data set: {texts.describe()}")
-    encoder = Encoder(EncoderOptions(path=model_defaults.path or default_model_path(), device=model_defaults.device,
-                                     dtype=model_defaults.dtype, max_length=model_defaults.max_length))
+    encoder = Encoder(encoder_options(model_defaults))  # the options the worker builds from the same settings
     encoder.warm_up(batch_defaults.max_size, batch_defaults.max_tokens)
     token_ids = encoder.tokenize(texts.texts)
     real_tokens = sum(len(ids) for ids in token_ids)

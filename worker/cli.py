@@ -9,7 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
-from worker.settings import SettingsError, WorkerSettings, load_settings
+from worker.settings import ModelSettings, SettingsError, WorkerSettings, load_settings
 
 log = logging.getLogger("worker")
 
@@ -110,7 +110,7 @@ def load_encoder(settings: WorkerSettings):  # type: ignore[no-untyped-def]
     from worker.labels import LabelsFileError
 
     def load_and_warm_up() -> Encoder:
-        encoder = Encoder(encoder_options(settings))
+        encoder = Encoder(encoder_options(settings.model))
         encoder.warm_up(settings.batch.max_size, settings.batch.max_tokens)
         return encoder
 
@@ -123,10 +123,10 @@ def load_encoder(settings: WorkerSettings):  # type: ignore[no-untyped-def]
         raise SettingsError(str(exc)) from None
 
 
-def encoder_options(settings: WorkerSettings):  # type: ignore[no-untyped-def]
+def encoder_options(model: ModelSettings):  # type: ignore[no-untyped-def]
+    """The encoder's options from the model settings (the worker's, or the benchmark's model alone)."""
     from worker.encoder import EncoderOptions, default_model_path
 
-    model = settings.model
     return EncoderOptions(
         path=model.path or default_model_path(),
         device=model.device,
