@@ -44,6 +44,7 @@ VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, object]]] = {
     "mmap_32mb": ((), {"env:MALLOC_MMAP_THRESHOLD_": str(32 << 20)}),
     "trim_per_window": (("trim_per_window",), {}),
     "switch_interval_5ms": (("switch_interval_5ms",), {}),
+    "switch_interval_200us": (("switch_interval_200us",), {}),
     "one_arena": (("one_arena",), {}),
     "mmap_32mb_trim": (("trim_per_window",), {"env:MALLOC_MMAP_THRESHOLD_": str(32 << 20)}),
     "no_allocator_tuning": (("no_tune_allocator",), {}),
@@ -58,6 +59,10 @@ VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, object]]] = {
     "torch_on_main": (("torch_on_main",), {}),
     "busy_poll_held": (("busy_poll_held",), {}),
     "before_2026_11_26": (("torch_on_main", "busy_poll_held"), {}),
+    "helpers_nice_19": (("helpers_nice_19",), {}),
+    "eager": ((), {"model__trace": False}),
+    "omp_passive": ((), {"env:OMP_WAIT_POLICY": "PASSIVE"}),
+    "omp_spin_10k": ((), {"env:GOMP_SPINCOUNT": "10000"}),
 }
 
 

@@ -7,6 +7,12 @@ are in the worker since 5f2c348; closing the window when the model is idle, and 
 threshold alone, came after. Loading the model off the main thread, waiting on the model queue
 while windows are held, and heap trimming came next; `torch_on_main`, `busy_poll_held` and the
 `no_heap_trim` variant's setting undo them, to compare against.)
+
+Tried on 2026-11-27 and left out of the worker: no gain beyond the noise of paired rounds on 2
+cores (medians of 5-6 rounds, the default at 0.89 each time): `helpers_nice_19` 0.88-0.90;
+`omp_spin_10k` 0.90; `switch_interval_200us` 0.89; `omp_passive` 0.83 (worse). A heap-trimming
+limit above the warm-up's peak RSS instead of the idle RSS gave 0.88 and let the RSS reach 1.57x
+idle; `no_heap_trim` gave 0.92 at 2.02x.
 """
 
 from __future__ import annotations
@@ -46,6 +52,13 @@ def switch_interval_5ms() -> None:
     import worker.cli
 
     worker.cli.GIL_SWITCH_INTERVAL_S = 0.005
+
+
+def switch_interval_200us() -> None:
+    """A GIL switch interval of 0.2 ms instead of the worker's 1 ms."""
+    import worker.cli
+
+    worker.cli.GIL_SWITCH_INTERVAL_S = 0.0002
 
 
 def one_arena() -> None:
@@ -90,12 +103,70 @@ def busy_poll_held() -> None:
     Worker._poll_timeout = _poll_timeout  # type: ignore[method-assign]
 
 
+def helpers_nice_19() -> None:
+    """Nice 19 for every thread but the model thread's (set once partitions are assigned).
+
+    The poll, publisher, HTTP and librdkafka threads then lose to the model's OpenMP team when
+    they contend for a core; threads started later inherit it from their creator, and the team
+    (started by the model thread on its first pass) from the model thread.
+    """
+    import os
+    import threading
+
+    import worker.inference
+    import worker.runner
+
+    model_tid: list[int] = []
+    original_run = worker.inference.InferenceStage.run
+
+    def run(self):  # type: ignore[no-untyped-def]
+        model_tid.append(threading.get_native_id())
+        return original_run(self)
+
+    original_assign = worker.runner.Worker._on_assign
+
+    def _on_assign(self, consumer, partitions):  # type: ignore[no-untyped-def]
+        for tid in map(int, os.listdir("/proc/self/task")):
+            if tid not in model_tid:
+                os.setpriority(os.PRIO_PROCESS, tid, 19)
+        return original_assign(self, consumer, partitions)
+
+    worker.inference.InferenceStage.run = run  # type: ignore[method-assign]
+    worker.runner.Worker._on_assign = _on_assign  # type: ignore[method-assign]
+
+
+def log_model_waits() -> None:
+    """Print each window's arrival at the model: how long the model had waited, and its size."""
+    import sys
+    import time
+
+    import worker.inference
+
+    original = worker.inference.InferenceStage.score
+    last_end = [0.0]
+
+    def score(self, window):  # type: ignore[no-untyped-def]
+        started = time.monotonic()
+        try:
+            return original(self, window)
+        finally:
+            ended = time.monotonic()
+            print(f"MODELWAIT t={started:.3f} wait={started - last_end[0]:.3f} busy={ended - started:.3f} "
+                  f"events={len(window.entries)} passes={len(window.batches)}", file=sys.stderr, flush=True)
+            last_end[0] = ended
+
+    worker.inference.InferenceStage.score = score  # type: ignore[method-assign]
+
+
 PATCHES: dict[str, Callable[[], None]] = {
+    "helpers_nice_19": helpers_nice_19,
+    "log_model_waits": log_model_waits,
     "torch_on_main": torch_on_main,
     "busy_poll_held": busy_poll_held,
     "no_tune_allocator": no_tune_allocator,
     "trim_per_window": trim_per_window,
     "switch_interval_5ms": switch_interval_5ms,
+    "switch_interval_200us": switch_interval_200us,
     "one_arena": one_arena,
 }
 

@@ -137,6 +137,7 @@ def encoder_options(model: ModelSettings):  # type: ignore[no-untyped-def]
         labels_file=model.labels_file,
         num_threads=model.num_threads,
         name=model.name,
+        trace=model.trace,
     )
 
 

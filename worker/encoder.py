@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ class EncoderOptions:
     labels_file: Path | None = None
     num_threads: int = 0
     name: str | None = None
+    trace: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +169,7 @@ class Encoder:
             self.labels = [spec.name for spec in specs]
             self.scoring = "cosine"
             self._label_matrix = self._embed_labels(specs)
+        self.traced = options.trace and self._trace_forward()
         log.info(
             "model loaded",
             extra={
@@ -175,6 +178,7 @@ class Encoder:
                 "dtype": str(self.dtype).removeprefix("torch."),
                 "scoring": self.scoring,
                 "labels": len(self.labels),
+                "traced": self.traced,
                 "seconds": round(time.monotonic() - started, 2),
             },
         )
@@ -243,6 +247,40 @@ class Encoder:
         body = (framed[1:-1] * length)[: max(0, length - 2)]
         return (framed[:1] + body + framed[-1:])[:length]
 
+    def _trace_forward(self) -> bool:
+        """Swap the forward pass for a TorchScript trace of it, where the trace gives the same outputs.
+
+        A traced pass runs the model's ops without Python in between, so it needs the interpreter
+        lock only to start and end: the poll loop's and the publisher's Python no longer holds it up
+        op by op. A trace records one path through the model's code, so it is checked against the
+        eager pass on other shapes, padded and unpadded; any difference or error keeps the eager pass.
+        """
+        eager = self._forward
+        limit = self.options.max_length
+        example = self._pad([self._filler_sequence(min(n, limit)) for n in (12, 7, 3, 12)])
+        checks = [
+            self._pad([self._filler_sequence(max(2, min(limit, 40) - 9 * row)) for row in range(3)]),
+            self._pad([self._filler_sequence(min(5, limit))]),
+        ]
+        tolerance = 1e-4 if self.dtype == torch.float32 else 1e-2
+        try:
+            with torch.inference_mode(), warnings.catch_warnings():
+                # Tracer warnings flag data-dependent branches (the checks below catch a wrong one);
+                # torch also marks torch.jit as deprecated in favour of compile/export, which either
+                # need a compiler at run time or run Python between ops.
+                warnings.simplefilter("ignore")
+                traced = torch.jit.trace(_ForwardPass(self.model, eager), example, check_trace=False)
+                for input_ids, attention_mask in checks:
+                    for want, got in zip(eager(input_ids, attention_mask), traced(input_ids, attention_mask)):
+                        difference = float((want.float() - got.float()).abs().max())
+                        if not difference <= tolerance:
+                            raise ValueError(f"traced outputs differ from eager ones by {difference:.3g}")
+        except Exception as exc:  # noqa: BLE001 - any failure: the eager pass still works
+            log.warning("model not traced; running it eagerly", extra={"error": repr(exc)[:500]})
+            return False
+        self._forward = traced  # type: ignore[method-assign]
+        return True
+
     def _pad(self, token_ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         longest = max(len(ids) for ids in token_ids)
         ids = np.full((len(token_ids), longest), self.pad_id, dtype=np.int64)
@@ -295,6 +333,18 @@ class Encoder:
                 unit = torch.nn.functional.normalize(self._pool(hidden, attention_mask), dim=-1)
                 centroids.append(torch.nn.functional.normalize(unit.mean(dim=0), dim=-1))
         return torch.stack(centroids)
+
+
+class _ForwardPass(torch.nn.Module):
+    """The encoder's forward pass (model, pooling, scores) as one module, for tracing."""
+
+    def __init__(self, model: torch.nn.Module, forward: Callable[[torch.Tensor, torch.Tensor], Any]) -> None:
+        super().__init__()
+        self.model = model
+        self.forward_pass = forward
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
+        return self.forward_pass(input_ids, attention_mask)
 
 
 def _timed(function: Any, argument: Any) -> float:

@@ -176,6 +176,12 @@ class ModelSettings(_Section):
     num_threads: int = Field(
         0, ge=0, description="CPU threads for torch; 0 means one per available core."
     )
+    trace: bool = Field(
+        True,
+        description="Run the forward pass as a TorchScript trace, made at start-up and checked against the "
+        "eager pass (kept eager if they differ): no Python between the model's ops, so the other stages "
+        "do not hold it up.",
+    )
     name: str | None = Field(None, description="Model name written into outputs. Default: the directory's name.")
     trim_headroom_mb: int = Field(
         64,

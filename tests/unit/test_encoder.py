@@ -1,6 +1,8 @@
 """The encoder against plain transformers, on tiny random BERT and ModernBERT models and the packaged MiniLM."""
 
+import logging
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +40,44 @@ def test_head_model_matches_transformers(kind, pooling, tiny_bert_dir, tiny_mode
     np.testing.assert_allclose(out.embeddings, embeddings, atol=2e-5)
     assert out.embeddings.shape == (len(TEXTS), 32)
     np.testing.assert_allclose(np.linalg.norm(out.embeddings, axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["bert", "modernbert", "minilm"])
+def test_traced_pass_gives_the_eager_outputs_on_any_batch_shape(kind, tiny_bert_dir, tiny_modernbert_dir):
+    model_dir = {"bert": tiny_bert_dir, "modernbert": tiny_modernbert_dir, "minilm": default_model_path()}[kind]
+    traced = Encoder(EncoderOptions(path=model_dir, max_length=64, device="cpu"))
+    eager = Encoder(EncoderOptions(path=model_dir, max_length=64, device="cpu", trace=False))
+    assert traced.traced and isinstance(traced._forward, torch.jit.ScriptModule)
+    assert not eager.traced and not isinstance(eager._forward, torch.jit.ScriptModule)
+    rng = random.Random(3)
+    for size in (1, 2, 7, 16):
+        texts = [" ".join(["refund"] * rng.randint(1, 90)) for _ in range(size)]
+        batch = traced.tokenize(texts)
+        got, want = traced.encode(batch), eager.encode(batch)
+        np.testing.assert_allclose(got.embeddings, want.embeddings, atol=1e-5)
+        np.testing.assert_allclose(got.scores, want.scores, atol=1e-5)
+
+
+@pytest.mark.parametrize("fault", ["trace raises", "trace differs"])
+def test_a_trace_that_fails_or_differs_leaves_the_eager_pass(fault, tiny_bert_dir, monkeypatch, caplog):
+    real_trace = torch.jit.trace
+
+    def faulty_trace(module, example, **options):
+        if fault == "trace raises":
+            raise RuntimeError("unsupported op")
+        traced = real_trace(module, example, **options)
+        return lambda input_ids, attention_mask: tuple(out + 0.5 for out in traced(input_ids, attention_mask))
+
+    monkeypatch.setattr(torch.jit, "trace", faulty_trace)
+    with caplog.at_level(logging.WARNING, logger="worker.encoder"):
+        encoder = Encoder(EncoderOptions(path=tiny_bert_dir, max_length=32, device="cpu"))
+    assert not encoder.traced
+    warning = next(record for record in caplog.records if record.getMessage().startswith("model not traced"))
+    assert ("unsupported op" if fault == "trace raises" else "differ from eager") in warning.error
+    probabilities, embeddings = reference_outputs(tiny_bert_dir, TEXTS, max_length=32)
+    out = encoder.encode(encoder.tokenize(TEXTS))
+    np.testing.assert_allclose(out.scores, probabilities, atol=2e-5)
+    np.testing.assert_allclose(out.embeddings, embeddings, atol=2e-5)
 
 
 def test_multi_label_head_uses_sigmoid(tmp_path):
