@@ -104,8 +104,9 @@ def run_plans(args: argparse.Namespace) -> None:
     lengths = [len(ids) for ids in token_ids]
     real = sum(lengths)
 
-    def cuts(window: int, max_tokens: int, overhead: int | None = None, greedy: bool = False):  # type: ignore[no-untyped-def]
-        policy = BatchPolicy(batch.max_size, max_tokens, batch.max_wait_ms, window, overhead_default(overhead))
+    def cuts(window: int, max_tokens: int, overhead: int | None = None, greedy: bool = False,  # type: ignore[no-untyped-def]
+             max_size: int | None = None):
+        policy = BatchPolicy(max_size or batch.max_size, max_tokens, batch.max_wait_ms, window, overhead_default(overhead))
         if greedy:
             return windowed(lengths, window, lambda part: greedy_cuts(part, policy))
         return windowed(lengths, window, lambda part: plan_batches(part, policy, sort=True))
@@ -123,6 +124,9 @@ def run_plans(args: argparse.Namespace) -> None:
         f"least-cost, max_tokens {t // 2}": cuts(w, t // 2),
         f"least-cost, max_tokens {t // 4}": cuts(w, t // 4),
         f"least-cost, max_tokens {t // 4}, overhead {measured * 2}": cuts(w, t // 4, measured * 2),
+        "least-cost, max_size 32": cuts(w, t, max_size=32),
+        "least-cost, max_size 16": cuts(w, t, max_size=16),
+        f"least-cost, max_size 16, max_tokens {t // 4}": cuts(w, t // 4, max_size=16),
     }
     seconds: dict[str, list[float]] = {name: [] for name in plans}
     monitor = machine.LoadMonitor()

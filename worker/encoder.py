@@ -13,7 +13,8 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -269,7 +270,10 @@ class Encoder:
                 # torch also marks torch.jit as deprecated in favour of compile/export, which either
                 # need a compiler at run time or run Python between ops.
                 warnings.simplefilter("ignore")
-                traced = torch.jit.trace(_ForwardPass(self.model, eager), example, check_trace=False)
+                with _quiet_logger("transformers"):
+                    # The tracer reads every property of the model, and reading `loss_function` of
+                    # a model with no loss type logs a warning about a loss no one will compute.
+                    traced = torch.jit.trace(_ForwardPass(self.model, eager), example, check_trace=False)
                 for input_ids, attention_mask in checks:
                     for want, got in zip(eager(input_ids, attention_mask), traced(input_ids, attention_mask)):
                         difference = float((want.float() - got.float()).abs().max())
@@ -333,6 +337,18 @@ class Encoder:
                 unit = torch.nn.functional.normalize(self._pool(hidden, attention_mask), dim=-1)
                 centroids.append(torch.nn.functional.normalize(unit.mean(dim=0), dim=-1))
         return torch.stack(centroids)
+
+
+@contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    """Drop a library logger's warnings for a moment (errors still pass)."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 class _ForwardPass(torch.nn.Module):

@@ -59,5 +59,9 @@ def configure_logging(fmt: str = "json", level: str = "INFO") -> None:
 
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_warning()
+        # transformers writes through its own plain-text handler; send its records through ours,
+        # so every line on stderr is in the configured format.
+        hf_logging.disable_default_handler()
+        hf_logging.enable_propagation()
     except ImportError:  # pragma: no cover
         pass

@@ -109,7 +109,8 @@ def test_probes_metrics_and_logs_follow_the_events(bootstrap, worker_topics):
     assert any(name == "encoder_worker_queue_depth" and ("stage", "model") in labels for name, labels in after)
 
     lines = [orjson.loads(line) for line in logs.splitlines() if line.startswith("{")]
-    assert len(lines) >= 5 and all(line.startswith("{") for line in logs.splitlines() if line.strip())
+    not_json = [line for line in logs.splitlines() if line.strip() and not line.startswith("{")]
+    assert len(lines) >= 5 and not not_json, not_json
     [settings_line] = [line for line in lines if line["message"] == "effective settings"]
     assert settings_line["settings"]["kafka"]["bootstrap_servers"] == bootstrap
     dead = [line for line in lines if line["message"] == "record dead-lettered"]
