@@ -53,6 +53,8 @@ VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, object]]] = {
     "max_tokens_8192": ((), {"batch__max_tokens": 8192}),
     "max_tokens_16384": ((), {"batch__max_tokens": 16384}),
     "max_size_32": ((), {"batch__max_size": 32}),
+    "max_tokens_2048_no_trim": ((), {"batch__max_tokens": 2048, "model__trim_headroom_mb": 0}),
+    "linger_50": ((), {"kafka__producer_config": {"linger.ms": 50}}),
     "wait_out_max_wait": ((), {"batch__close_when_idle": False}),
     "fetch_wait_10": ((), FETCH_10),
     "no_heap_trim": ((), {"model__trim_headroom_mb": 0}),
