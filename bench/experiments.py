@@ -3,13 +3,17 @@
     .venv/bin/python bench/experiments.py plans                  # model time of batch plans, no Kafka
     .venv/bin/python bench/experiments.py workers --variants default,max_tokens_16384
     .venv/bin/python bench/experiments.py latency --variants default,wait_out_max_wait,fetch_wait_10
+    .venv/bin/python bench/experiments.py cpu --variants default,no_heap_trim
 
 `plans` times the encoder over the batches each plan cuts from the same events (in arrival
 order, windowed as the worker does). `workers` starts one worker process per variant (a
 variant is patches from `bench.patches` plus WORKER_* settings), then runs rounds in which each
 variant follows a model-alone pass of its own on the same events (the order rotates per round), and
 reports events/s, the per-round ratios to those passes, the worker's CPU and its RSS. `latency`
-runs the light-load measurement against each variant in turn.
+runs the light-load measurement against each variant in turn. `cpu` runs the same events through
+the model alone (in this process) and each variant, and prints where the CPU went: per thread,
+user and system time, minor page faults — whether the worker's model threads do more work per
+event than the model alone's, or other threads take their cores.
 Prints markdown tables; nothing is written to docs/.
 """
 
@@ -64,6 +68,8 @@ VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, object]]] = {
     "helpers_nice_19": (("helpers_nice_19",), {}),
     "eager": ((), {"model__trace": False}),
     "omp_passive": ((), {"env:OMP_WAIT_POLICY": "PASSIVE"}),
+    "thp": ((), {"env:GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}),
+    "thp_no_heap_trim": ((), {"env:GLIBC_TUNABLES": "glibc.malloc.hugetlb=1", "model__trim_headroom_mb": 0}),
     "omp_spin_10k": ((), {"env:GOMP_SPINCOUNT": "10000"}),
 }
 
@@ -259,19 +265,94 @@ def run_latency(args: argparse.Namespace) -> None:
     print("\n".join(markdown_table(["variant", "received", "p50", "p99", "worker's share p50"], rows)))
 
 
+# -- CPU per thread ----------------------------------------------------------------------------
+
+
+def process_counters(pid: int) -> dict[str, float]:
+    """Minor page faults and user/system CPU seconds of a whole process (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return {"minor faults": int(fields[7]), "user s": int(fields[11]) / ticks, "system s": int(fields[12]) / ticks}
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) of each thread, keyed "name:tid"."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    seconds = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            raw = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:  # the thread ended
+            continue
+        name = raw.split("(", 1)[1].rsplit(")", 1)[0]
+        fields = raw.rsplit(")", 1)[1].split()
+        seconds[f"{name}:{tid}"] = (int(fields[11]) + int(fields[12])) / ticks
+    return seconds
+
+
+def cpu_row(label: str, events: int, seconds: float, before: tuple[dict, dict], after: tuple[dict, dict]) -> list[str]:
+    counters = {key: after[0][key] - before[0][key] for key in after[0]}
+    threads = sorted((after[1][key] - before[1].get(key, 0.0) for key in after[1]), reverse=True)
+    # The two busiest threads are the model's (the calling thread and its OpenMP helper on 2 cores).
+    busiest, rest = sum(threads[:2]), sum(threads[2:])
+    return [label, f"{events / seconds:.1f}", f"{seconds:.1f}", f"{busiest:.1f}", f"{busiest / seconds:.2f}",
+            f"{rest:.2f}", f"{counters['user s']:.1f}", f"{counters['system s']:.1f}", f"{counters['minor faults']:,.0f}"]
+
+
+def run_cpu(args: argparse.Namespace) -> None:
+    encoder, _ = load_encoder()
+    texts = dataset.generate(args.events)
+    token_ids = encoder.tokenize(texts.texts)
+    real = sum(len(ids) for ids in token_ids)
+    names = args.variants.split(",")
+    monitor = machine.LoadMonitor()
+    rows = []
+    me = os.getpid()
+    with broker() as (bootstrap, broker_pid):
+        if broker_pid:
+            monitor.watch(broker_pid)
+        variants = start_variants(bootstrap, names, monitor)
+        try:
+            time.sleep(1.0)
+            for number in range(args.rounds):
+                monitor.wait_quiet(timeout_s=args.quiet_wait)
+                before = (process_counters(me), thread_cpu(me))
+                result = ceiling.timed_pass(encoder, token_ids, args.batch)
+                rows.append(cpu_row(f"r{number} model alone (batch {args.batch})", len(token_ids), result.seconds,
+                                    before, (process_counters(me), thread_cpu(me))))
+                for name, item in variants.items():
+                    pid = item["worker"].pid
+                    monitor.wait_quiet(timeout_s=args.quiet_wait)
+                    before = (process_counters(pid), thread_cpu(pid))
+                    outcome = phases.worker_round(item["worker"], item["writer"], item["watcher"], texts.texts, real,
+                                                  f"r{number}", timeout_s=max(300.0, len(token_ids) / 5))
+                    rows.append(cpu_row(f"r{number} {name}", len(token_ids), outcome.seconds, before,
+                                        (process_counters(pid), thread_cpu(pid))))
+                    log(f"{name}: {outcome.events_per_s:.1f} events/s")
+        finally:
+            for item in variants.values():
+                item["sampler"].stop()
+                item["worker"].stop(timeout_s=60)
+    print()
+    print(f"{len(token_ids)} events per run; CPU seconds over each run; machine: {machine.cpu_model()}")
+    print("\n".join(markdown_table(
+        ["run", "events/s", "wall s", "2 busiest threads, CPU s", "their cores", "other threads, CPU s",
+         "process user s", "process system s", "minor faults"], rows)))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["plans", "workers", "latency"])
+    parser.add_argument("mode", choices=["plans", "workers", "latency", "cpu"])
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3, help="plans: interleaved repeats")
-    parser.add_argument("--rounds", type=int, default=3, help="workers: rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="workers, cpu: rounds")
     parser.add_argument("--batch", type=int, default=32, help="batch size of the model-alone reference")
     parser.add_argument("--variants", default="default,max_tokens_16384", help=f"of: {', '.join(VARIANTS)}")
     parser.add_argument("--rate", type=float, default=10.0, help="latency: events/s")
     parser.add_argument("--seconds", type=float, default=20.0, help="latency: seconds per variant")
     parser.add_argument("--quiet-wait", type=float, default=20.0)
     args = parser.parse_args(argv)
-    {"plans": run_plans, "workers": run_workers, "latency": run_latency}[args.mode](args)
+    {"plans": run_plans, "workers": run_workers, "latency": run_latency, "cpu": run_cpu}[args.mode](args)
     return 0
 
 
