@@ -25,7 +25,8 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -181,6 +182,21 @@ def start_variants(bootstrap: str, names: list[str], monitor: machine.LoadMonito
     return started
 
 
+@contextmanager
+def running_variants(names: list[str], monitor: machine.LoadMonitor) -> Iterator[tuple[str, dict[str, dict]]]:
+    """A broker and one started worker per variant; the workers are stopped on the way out."""
+    with broker() as (bootstrap, broker_pid):
+        if broker_pid:
+            monitor.watch(broker_pid)
+        variants = start_variants(bootstrap, names, monitor)
+        try:
+            yield bootstrap, variants
+        finally:
+            for item in variants.values():
+                item["sampler"].stop()
+                item["worker"].stop(timeout_s=60)
+
+
 def run_workers(args: argparse.Namespace) -> None:
     encoder, batch = load_encoder()
     texts = dataset.generate(args.events)
@@ -193,33 +209,25 @@ def run_workers(args: argparse.Namespace) -> None:
     ratios: dict[str, list[float]] = {name: [] for name in names}
     cores: dict[str, list[float]] = {name: [] for name in names}
     paddings: dict[str, list[float]] = {name: [] for name in names}
-    with broker() as (bootstrap, broker_pid):
-        if broker_pid:
-            monitor.watch(broker_pid)
-        variants = start_variants(bootstrap, names, monitor)
-        try:
-            time.sleep(1.0)
-            idle = {name: item["sampler"].samples[-1][1] for name, item in variants.items()}
-            for number in range(args.rounds):
-                # Each variant right after a model-alone pass of its own (the machine's speed drifts),
-                # in a rotated order so that no variant always runs first.
-                shift = number % len(names)
-                for name in names[shift:] + names[:shift]:
-                    item = variants[name]
-                    monitor.wait_quiet(timeout_s=args.quiet_wait)
-                    alone.append(ceiling.timed_pass(encoder, token_ids, args.batch).events_per_s)
-                    result = phases.worker_round(item["worker"], item["writer"], item["watcher"], texts.texts, real,
-                                                 f"r{number}", timeout_s=max(300.0, len(token_ids) / 5))
-                    rates[name].append(result.events_per_s)
-                    ratios[name].append(result.events_per_s / alone[-1])
-                    cores[name].append(result.cpu_seconds / result.seconds)
-                    if result.padding is not None:
-                        paddings[name].append(result.padding)
-                    log(f"{name}: {result.events_per_s:.1f} events/s, model alone just before {alone[-1]:.1f}")
-        finally:
-            for item in variants.values():
-                item["sampler"].stop()
-                item["worker"].stop(timeout_s=60)
+    with running_variants(names, monitor) as (_, variants):
+        time.sleep(1.0)
+        idle = {name: item["sampler"].samples[-1][1] for name, item in variants.items()}
+        for number in range(args.rounds):
+            # Each variant right after a model-alone pass of its own (the machine's speed drifts),
+            # in a rotated order so that no variant always runs first.
+            shift = number % len(names)
+            for name in names[shift:] + names[:shift]:
+                item = variants[name]
+                monitor.wait_quiet(timeout_s=args.quiet_wait)
+                alone.append(ceiling.timed_pass(encoder, token_ids, args.batch).events_per_s)
+                result = phases.worker_round(item["worker"], item["writer"], item["watcher"], texts.texts, real,
+                                             f"r{number}", timeout_s=max(300.0, len(token_ids) / 5))
+                rates[name].append(result.events_per_s)
+                ratios[name].append(result.events_per_s / alone[-1])
+                cores[name].append(result.cpu_seconds / result.seconds)
+                if result.padding is not None:
+                    paddings[name].append(result.padding)
+                log(f"{name}: {result.events_per_s:.1f} events/s, model alone just before {alone[-1]:.1f}")
     top = statistics.median(alone)
     rows = [[f"model alone (sorted, batch {args.batch})", f"{top:.1f}", "", "", "", "", "", ", ".join(f"{x:.0f}" for x in alone)]]
     for name, item in variants.items():
@@ -242,24 +250,16 @@ def run_latency(args: argparse.Namespace) -> None:
     names = args.variants.split(",")
     monitor = machine.LoadMonitor()
     rows = []
-    with broker() as (bootstrap, broker_pid):
-        if broker_pid:
-            monitor.watch(broker_pid)
-        variants = start_variants(bootstrap, names, monitor)
-        try:
-            for name, item in variants.items():
-                topics = item["topics"]
-                reader = OutputReader(bootstrap, [topics.labels, topics.embeddings])
-                monitor.wait_quiet(timeout_s=args.quiet_wait)
-                result = phases.light_load(bootstrap, topics, reader, texts.texts, args.rate, args.seconds)
-                reader.close()
-                rows.append([name, f"{result.received}/{result.sent}", f"{result.percentile(0.5):.0f} ms",
-                             f"{result.percentile(0.99):.0f} ms", f"{result.percentile(0.5, result.worker_ms):.0f} ms"])
-                log(f"{name}: p50 {result.percentile(0.5):.0f} ms")
-        finally:
-            for item in variants.values():
-                item["sampler"].stop()
-                item["worker"].stop(timeout_s=60)
+    with running_variants(names, monitor) as (bootstrap, variants):
+        for name, item in variants.items():
+            topics = item["topics"]
+            reader = OutputReader(bootstrap, [topics.labels, topics.embeddings])
+            monitor.wait_quiet(timeout_s=args.quiet_wait)
+            result = phases.light_load(bootstrap, topics, reader, texts.texts, args.rate, args.seconds)
+            reader.close()
+            rows.append([name, f"{result.received}/{result.sent}", f"{result.percentile(0.5):.0f} ms",
+                         f"{result.percentile(0.99):.0f} ms", f"{result.percentile(0.5, result.worker_ms):.0f} ms"])
+            log(f"{name}: p50 {result.percentile(0.5):.0f} ms")
     print()
     print(f"light load: {args.rate:.0f} events/s for {args.seconds:.0f} s per variant")
     print("\n".join(markdown_table(["variant", "received", "p50", "p99", "worker's share p50"], rows)))
@@ -268,9 +268,15 @@ def run_latency(args: argparse.Namespace) -> None:
 # -- CPU per thread ----------------------------------------------------------------------------
 
 
+def read_stat(path: str) -> tuple[str, list[str]]:
+    """The name and the fields after it of a /proc stat file (the name may hold spaces)."""
+    name, rest = Path(path).read_text().split("(", 1)[1].rsplit(")", 1)
+    return name, rest.split()
+
+
 def process_counters(pid: int) -> dict[str, float]:
-    """Minor page faults and user/system CPU seconds of a whole process (/proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    """Minor page faults and user/system CPU seconds of a whole process."""
+    fields = read_stat(f"/proc/{pid}/stat")[1]
     ticks = os.sysconf("SC_CLK_TCK")
     return {"minor faults": int(fields[7]), "user s": int(fields[11]) / ticks, "system s": int(fields[12]) / ticks}
 
@@ -281,13 +287,15 @@ def thread_cpu(pid: int) -> dict[str, float]:
     seconds = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
-            raw = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+            name, fields = read_stat(f"/proc/{pid}/task/{tid}/stat")
         except OSError:  # the thread ended
             continue
-        name = raw.split("(", 1)[1].rsplit(")", 1)[0]
-        fields = raw.rsplit(")", 1)[1].split()
         seconds[f"{name}:{tid}"] = (int(fields[11]) + int(fields[12])) / ticks
     return seconds
+
+
+def cpu_snapshot(pid: int) -> tuple[dict[str, float], dict[str, float]]:
+    return process_counters(pid), thread_cpu(pid)
 
 
 def cpu_row(label: str, events: int, seconds: float, before: tuple[dict, dict], after: tuple[dict, dict]) -> list[str]:
@@ -308,31 +316,23 @@ def run_cpu(args: argparse.Namespace) -> None:
     monitor = machine.LoadMonitor()
     rows = []
     me = os.getpid()
-    with broker() as (bootstrap, broker_pid):
-        if broker_pid:
-            monitor.watch(broker_pid)
-        variants = start_variants(bootstrap, names, monitor)
-        try:
-            time.sleep(1.0)
-            for number in range(args.rounds):
+    with running_variants(names, monitor) as (_, variants):
+        time.sleep(1.0)
+        for number in range(args.rounds):
+            monitor.wait_quiet(timeout_s=args.quiet_wait)
+            before = cpu_snapshot(me)
+            result = ceiling.timed_pass(encoder, token_ids, args.batch)
+            rows.append(cpu_row(f"r{number} model alone (batch {args.batch})", len(token_ids), result.seconds,
+                                before, cpu_snapshot(me)))
+            for name, item in variants.items():
+                pid = item["worker"].pid
                 monitor.wait_quiet(timeout_s=args.quiet_wait)
-                before = (process_counters(me), thread_cpu(me))
-                result = ceiling.timed_pass(encoder, token_ids, args.batch)
-                rows.append(cpu_row(f"r{number} model alone (batch {args.batch})", len(token_ids), result.seconds,
-                                    before, (process_counters(me), thread_cpu(me))))
-                for name, item in variants.items():
-                    pid = item["worker"].pid
-                    monitor.wait_quiet(timeout_s=args.quiet_wait)
-                    before = (process_counters(pid), thread_cpu(pid))
-                    outcome = phases.worker_round(item["worker"], item["writer"], item["watcher"], texts.texts, real,
-                                                  f"r{number}", timeout_s=max(300.0, len(token_ids) / 5))
-                    rows.append(cpu_row(f"r{number} {name}", len(token_ids), outcome.seconds, before,
-                                        (process_counters(pid), thread_cpu(pid))))
-                    log(f"{name}: {outcome.events_per_s:.1f} events/s")
-        finally:
-            for item in variants.values():
-                item["sampler"].stop()
-                item["worker"].stop(timeout_s=60)
+                before = cpu_snapshot(pid)
+                outcome = phases.worker_round(item["worker"], item["writer"], item["watcher"], texts.texts, real,
+                                              f"r{number}", timeout_s=max(300.0, len(token_ids) / 5))
+                rows.append(cpu_row(f"r{number} {name}", len(token_ids), outcome.seconds, before,
+                                    cpu_snapshot(pid)))
+                log(f"{name}: {outcome.events_per_s:.1f} events/s")
     print()
     print(f"{len(token_ids)} events per run; CPU seconds over each run; machine: {machine.cpu_model()}")
     print("\n".join(markdown_table(

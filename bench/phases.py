@@ -170,7 +170,8 @@ def fetch_delay(bootstrap: str, fetch_wait_ms: int, count: int = 40, rate: float
     """
     from confluent_kafka import Consumer, Producer, TopicPartition
 
-    from bench.topics import QUIET, fresh_topics, poll_ready
+    from bench.topics import QUIET, fresh_topics
+    from worker.kafka_clients import poll_ready
 
     topics = fresh_topics(bootstrap, "fetch-probe")
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{uuid.uuid4().hex[:6]}",
@@ -191,7 +192,7 @@ def fetch_delay(bootstrap: str, fetch_wait_ms: int, count: int = 40, rate: float
     thread.start()
     deadline = time.monotonic() + count / rate + 5
     while len(delays) < count and time.monotonic() < deadline:
-        for message in poll_ready(consumer, 0.05):
+        for message in poll_ready(consumer, 0.05, 1000):
             if message.error() is None:
                 delays.append((time.time() - float(message.value())) * 1000)
     thread.join(5)

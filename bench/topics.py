@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from worker.kafka_clients import poll_ready
 from worker.local_broker import LocalBroker, create_topics
 
 # Tansu forms a group in about half of session.timeout.ms; the worker's tests use the same.
@@ -59,18 +60,6 @@ def fresh_topics(bootstrap: str, name: str) -> TopicSet:
          topics.dead_letter: 1},
     )
     return topics
-
-
-def poll_ready(consumer: Consumer, timeout_s: float, limit: int = 1000) -> list:
-    """Wait up to `timeout_s` for one record, then take what else is already fetched.
-
-    A batch consume(n, timeout) returns only when it has n records or the timeout is over: at light
-    load the reader's own wait (up to the timeout) would be counted as latency.
-    """
-    first = consumer.poll(timeout_s)
-    if first is None:
-        return []
-    return [first, *consumer.consume(limit - 1, 0)]
 
 
 def event_value(event_id: str, text: str) -> bytes:
@@ -184,7 +173,7 @@ class OutputReader:
         deadline = time.monotonic() + seconds
         read = 0
         while time.monotonic() < deadline:
-            for message in poll_ready(self.consumer, min(0.05, max(0.0, deadline - time.monotonic()))):
+            for message in poll_ready(self.consumer, min(0.05, max(0.0, deadline - time.monotonic())), 1000):
                 if message.error() is not None:
                     continue
                 seen = time.time()

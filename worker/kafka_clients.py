@@ -42,6 +42,18 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 }
 
 
+def poll_ready(consumer: Consumer, timeout_s: float, limit: int) -> list[Any]:
+    """Wait up to `timeout_s` for the first record, then take what else is already fetched (up to `limit`).
+
+    librdkafka's batch consume() waits for the whole chunk or the whole timeout; at light load
+    that wait would add up to the timeout to every event's latency.
+    """
+    first = consumer.poll(timeout_s)
+    if first is None:
+        return []
+    return [first, *consumer.consume(num_messages=limit - 1, timeout=0)]
+
+
 # What an output may add to the input record it carries (key and headers are copied): the worker's
 # own headers, a dead-letter reason, an embedding vector.
 OUTPUT_HEADROOM_BYTES = 1 << 20

@@ -28,7 +28,7 @@ from worker.errors import FirstFailure, WorkerError
 from worker.health import WorkerStatus
 from worker.inference import STOP, InferenceStage
 from worker.intake import Intake
-from worker.kafka_clients import consumer_config, instance_id, producer_config
+from worker.kafka_clients import consumer_config, instance_id, poll_ready, producer_config
 from worker.memory import HeapTrimmer
 from worker.metrics import WorkerMetrics
 from worker.offsets import OffsetTracker
@@ -248,16 +248,8 @@ class Worker:
         return wait
 
     def _poll(self, timeout: float) -> list[Any]:
-        """Wait up to `timeout` for the first record, then take what else is already fetched.
-
-        librdkafka's batch consume() waits for the whole chunk or the whole timeout; at light
-        load that wait would add up to the timeout to every event's latency.
-        """
         assert self.consumer is not None
-        first = self.consumer.poll(timeout)
-        if first is None:
-            return []
-        return [first, *self.consumer.consume(num_messages=POLL_CHUNK - 1, timeout=0)]
+        return poll_ready(self.consumer, timeout, POLL_CHUNK)
 
     def _is_error(self, message: Any) -> bool:
         error = message.error()
