@@ -63,6 +63,13 @@ VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, object]]] = {
     "wait_out_max_wait": ((), {"batch__close_when_idle": False}),
     "fetch_wait_10": ((), FETCH_10),
     "no_heap_trim": ((), {"model__trim_headroom_mb": 0}),
+    "trim_128": ((), {"model__trim_headroom_mb": 128}),
+    "trim_192": ((), {"model__trim_headroom_mb": 192}),
+    "arenas_per_thread_no_trim": (("no_tune_allocator",), {"model__trim_headroom_mb": 0}),
+    "dynamic_thresholds": (("dynamic_malloc_thresholds",), {}),
+    "dynamic_thresholds_no_trim": (("dynamic_malloc_thresholds",), {"model__trim_headroom_mb": 0}),
+    "trim_mid_pass": (("trim_mid_pass",), {}),
+    "log_heap": (("log_heap",), {}),
     "torch_on_main": (("torch_on_main",), {}),
     "busy_poll_held": (("busy_poll_held",), {}),
     "before_2026_11_26": (("torch_on_main", "busy_poll_held"), {}),
@@ -303,6 +310,12 @@ def cpu_row(label: str, events: int, seconds: float, before: tuple[dict, dict], 
     threads = sorted((after[1][key] - before[1].get(key, 0.0) for key in after[1]), reverse=True)
     # The two busiest threads are the model's (the calling thread and its OpenMP helper on 2 cores).
     busiest, rest = sum(threads[:2]), sum(threads[2:])
+    others: dict[str, float] = {}
+    for key, used in sorted(after[1].items(), key=lambda item: item[1] - before[1].get(item[0], 0.0))[:-2]:
+        name = key.rsplit(":", 1)[0]
+        others[name] = others.get(name, 0.0) + used - before[1].get(key, 0.0)
+    log(f"{label}: other threads " + ", ".join(f"{name} {used:.2f}s" for name, used in
+                                              sorted(others.items(), key=lambda item: -item[1]) if used > 0))
     return [label, f"{events / seconds:.1f}", f"{seconds:.1f}", f"{busiest:.1f}", f"{busiest / seconds:.2f}",
             f"{rest:.2f}", f"{counters['user s']:.1f}", f"{counters['system s']:.1f}", f"{counters['minor faults']:,.0f}"]
 
@@ -340,9 +353,38 @@ def run_cpu(args: argparse.Namespace) -> None:
          "process user s", "process system s", "minor faults"], rows)))
 
 
+# -- memory with a backlog ----------------------------------------------------------------------
+
+
+def run_backlog(args: argparse.Namespace) -> None:
+    texts = dataset.generate(args.events)
+    names = args.variants.split(",")
+    monitor = machine.LoadMonitor()
+    rows = []
+    with broker() as (bootstrap, broker_pid):
+        if broker_pid:
+            monitor.watch(broker_pid)
+        topics = fresh_topics(bootstrap, "backlog")
+        _, fill_seconds = phases.fill_backlog(bootstrap, topics, texts.texts, args.backlog)
+        log(f"backlog: {args.backlog} events queued in {fill_seconds:.0f} s")
+        for name in names:  # each in a group of its own, from the first offset
+            patches, settings = VARIANTS[name]
+            monitor.wait_quiet(timeout_s=args.quiet_wait)
+            result = phases.backlog_memory(bootstrap, topics, args.backlog, args.backlog_seconds,
+                                           watch=monitor.watch, patches=patches, **settings)
+            rows.append([name, f"{result.idle_rss / 2**20:.0f} MiB", f"{result.peak_rss / 2**20:.0f} MiB",
+                         f"{result.ratio:.2f}", f"{result.warmup_hwm / 2**20:.0f} MiB",
+                         f"{result.processed / result.seconds:.1f}"])
+            log(f"{name}: peak {result.ratio:.2f}x idle")
+    print()
+    print(f"backlog of {args.backlog} events, {args.backlog_seconds:.0f} s per variant; machine: {machine.cpu_model()}")
+    print("\n".join(markdown_table(["variant", "idle RSS", "peak RSS", "peak / idle", "warm-up peak",
+                                    "events/s (from committed offsets, coarse)"], rows)))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["plans", "workers", "latency", "cpu"])
+    parser.add_argument("mode", choices=["plans", "workers", "latency", "cpu", "backlog"])
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3, help="plans: interleaved repeats")
     parser.add_argument("--rounds", type=int, default=3, help="workers, cpu: rounds")
@@ -351,8 +393,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=10.0, help="latency: events/s")
     parser.add_argument("--seconds", type=float, default=20.0, help="latency: seconds per variant")
     parser.add_argument("--quiet-wait", type=float, default=20.0)
+    parser.add_argument("--backlog", type=int, default=200_000, help="backlog: events queued")
+    parser.add_argument("--backlog-seconds", type=float, default=75.0, help="backlog: seconds per variant")
     args = parser.parse_args(argv)
-    {"plans": run_plans, "workers": run_workers, "latency": run_latency, "cpu": run_cpu}[args.mode](args)
+    from worker.memory import tune_allocator
+
+    tune_allocator()  # the model alone with the worker's malloc settings, as bench/run.py runs it
+    {"plans": run_plans, "workers": run_workers, "latency": run_latency, "cpu": run_cpu, "backlog": run_backlog}[args.mode](args)
     return 0
 
 

@@ -13,6 +13,15 @@ cores (medians of 5-6 rounds, the default at 0.89 each time): `helpers_nice_19` 
 `omp_spin_10k` 0.90; `switch_interval_200us` 0.89; `omp_passive` 0.83 (worse). A heap-trimming
 limit above the warm-up's peak RSS instead of the idle RSS gave 0.88 and let the RSS reach 1.57x
 idle; `no_heap_trim` gave 0.92 at 2.02x.
+
+Later on 2026-11-27: glibc handing the model thread's freed heap tops back after every pass was the
+cost (the worker took ~250 minor faults per event, the model alone ~0). The worker now keeps a
+top pad (`worker.memory`); `dynamic_thresholds` is the allocator before that. Tried and left out:
+`trim_mid_pass` (malloc_trim from another thread during a pass: lower peak, 1.19x, but more faults);
+copying a window's outputs into anonymous mmaps (the heap grew as fast); glibc arenas per thread
+or one arena without trimming (peaks 1.61-1.91x); mimalloc (cmeel-mimalloc, LD_PRELOAD: 0.88, no
+better); a trimming headroom of 128 or 192 MiB (within the noise; 192 peaked at 1.49x).
+`log_heap` prints glibc's per-arena sizes every 5 s into the worker's log.
 """
 
 from __future__ import annotations
@@ -21,6 +30,20 @@ import functools
 from collections.abc import Callable, Sequence
 
 JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"  # Debian's libjemalloc2
+
+
+def dynamic_malloc_thresholds() -> None:
+    """The allocator as before 2026-11-27: two arenas, glibc's dynamic mmap and trim thresholds."""
+    import ctypes
+
+    import worker.memory
+
+    def tune_allocator(arena_max: int = worker.memory.ARENA_MAX) -> bool:
+        mallopt = ctypes.CDLL(None).mallopt
+        mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        return mallopt(-8, arena_max) == 1  # M_ARENA_MAX
+
+    worker.memory.tune_allocator = tune_allocator  # type: ignore[assignment]
 
 
 def no_tune_allocator() -> None:
@@ -158,12 +181,94 @@ def log_model_waits() -> None:
     worker.inference.InferenceStage.score = score  # type: ignore[method-assign]
 
 
+def log_heap() -> None:
+    """Print glibc's per-arena heap figures (malloc_info) every 5 s: HEAPLOG lines on stderr."""
+    import ctypes
+    import re
+    import sys
+    import threading
+    import time
+
+    libc = ctypes.CDLL(None)
+    libc.open_memstream.restype = ctypes.c_void_p
+    libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    libc.fclose.argtypes = [ctypes.c_void_p]
+
+    def snapshot() -> str:
+        buffer, size = ctypes.c_char_p(), ctypes.c_size_t()
+        stream = libc.open_memstream(ctypes.byref(buffer), ctypes.byref(size))
+        libc.malloc_info(0, stream)
+        libc.fclose(stream)
+        text = ctypes.string_at(buffer, size.value).decode()
+        libc.free(buffer)
+        return text
+
+    def report() -> None:
+        while True:
+            time.sleep(5)
+            text = snapshot()
+            parts = []
+            for number, body in re.findall(r'<heap nr="(\d+)">(.*?)</heap>', text, re.S):
+                free = sum(int(x) for x in re.findall(r'<total type="(?:fast|rest)" count="\d+" size="(\d+)"', body))
+                current = int(re.search(r'<system type="current" size="(\d+)"', body).group(1))
+                parts.append(f"arena{number} system={current >> 20}M free={free >> 20}M")
+            print(f"HEAPLOG t={time.monotonic():.1f} " + " ".join(parts), file=sys.stderr, flush=True)
+
+    threading.Thread(target=report, name="heap-log", daemon=True).start()
+
+
+def trim_mid_pass() -> None:
+    """Trim from a thread of its own while the model is inside a pass, not after it.
+
+    The pages the pass is using are then allocated, so malloc_trim cannot hand them back: it
+    releases holes and other threads' garbage, not the working set the next pass faults back in.
+    """
+    import threading
+    import time
+
+    import worker.inference
+    import worker.memory
+
+    stages: list = []
+    trimmers: list = []
+    original_init = worker.inference.InferenceStage.__init__
+
+    def __init__(self, *args, after_pass=None, **kwargs):  # type: ignore[no-untyped-def]
+        original_init(self, *args, after_pass=None, **kwargs)
+        stages.append(self)
+        if after_pass is not None:
+            trimmers.append(after_pass.__self__)
+
+    def watch() -> None:
+        not_before = 0.0
+        while True:
+            time.sleep(0.01)
+            if not stages or not trimmers:
+                continue
+            stage, trimmer = stages[-1], trimmers[-1]
+            since = stage.busy_since
+            now = time.monotonic()
+            if since is None or now - since < 0.02 or now < not_before:
+                continue
+            if trimmer.read_rss() <= trimmer.limit_bytes:
+                continue
+            started = time.monotonic()
+            trimmer.trim()
+            not_before = started + (time.monotonic() - started) / trimmer.max_time_share
+
+    worker.inference.InferenceStage.__init__ = __init__  # type: ignore[method-assign]
+    threading.Thread(target=watch, name="trim-mid-pass", daemon=True).start()
+
+
 PATCHES: dict[str, Callable[[], None]] = {
+    "trim_mid_pass": trim_mid_pass,
+    "log_heap": log_heap,
     "helpers_nice_19": helpers_nice_19,
     "log_model_waits": log_model_waits,
     "torch_on_main": torch_on_main,
     "busy_poll_held": busy_poll_held,
     "no_tune_allocator": no_tune_allocator,
+    "dynamic_malloc_thresholds": dynamic_malloc_thresholds,
     "trim_per_window": trim_per_window,
     "switch_interval_5ms": switch_interval_5ms,
     "switch_interval_200us": switch_interval_200us,

@@ -265,7 +265,9 @@ def render(results: Results) -> str:
         "",
         "Same events, same model, same `max_length`, one after another on this machine. The model alone "
         "and this worker ran side by side in rounds (medians shown; every run listed); the naive and "
-        "fixed-chunk workers ran between the rounds.",
+        "fixed-chunk workers ran between the rounds."
+        + (" The model alone and the two simple workers ran with the worker's malloc settings "
+           "(`worker.memory.tune_allocator`), as the worker does." if results.settings.get("allocator_tuned") else ""),
         "",
     ]
     out += markdown_table(["approach", "events/s", "tokens/s", "× model alone", "padding (padded / real tokens)",

@@ -2,12 +2,21 @@
 
 Each thread that allocates gets a glibc arena of its own (up to 8 per core), and freed activation
 buffers stay resident in each; two arenas bound that growth across the poll, model and publish
-threads. The mmap threshold is left to glibc, which raises it as large blocks are freed so that
-torch's activation buffers are reused from the heap. A fixed low threshold (tried: 1 MiB) keeps
-memory flatter but maps and faults in every buffer afresh: about a fifth of the model's CPU time
-went to page faults (`bench/experiments.py workers --variants default,mmap_1mb`). Instead, the model
-thread hands freed heap pages back once the RSS outgrows a headroom (HeapTrimmer); glibc's
-MALLOC_MMAP_THRESHOLD_=1048576 in the environment still sets the low threshold where wanted.
+threads.
+
+The model thread's arena is not glibc's main heap but a chain of 64 MiB heaps, and by default glibc
+unmaps a heap, or shrinks its top, as soon as a forward pass frees it: the next pass faults the
+same pages back in. The model alone (the benchmark's ceiling, on the main thread's heap) took ~0
+minor faults per run; the worker ~250 per event, 0.89x the model alone against 1.01x with no
+faults from trimming. So tune_allocator keeps up to TOP_PAD free at the top of each heap and
+lets glibc shrink a top only beyond TRIM_THRESHOLD; setting either turns glibc's dynamic mmap
+threshold off, so it is fixed at the 32 MiB the dynamic one climbs to (large activation buffers
+come from the heap and are reused; a 1 MiB threshold spent a fifth of the model's CPU time in page
+faults). What fragmentation leaves free inside the heaps the model thread hands back once the
+RSS outgrows a headroom (HeapTrimmer): malloc_trim releases free chunks, not a thread arena's
+top, so the passes' working set stays resident (`bench/experiments.py cpu --variants
+default,keep_tops`). Setting any of these through glibc's own MALLOC_*_ variables (or
+GLIBC_TUNABLES) leaves the allocator to the environment.
 """
 
 from __future__ import annotations
@@ -18,14 +27,28 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
+_M_TRIM_THRESHOLD = -1
+_M_TOP_PAD = -2
+_M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 
 ARENA_MAX = 2
+MMAP_THRESHOLD = 32 << 20  # glibc's ceiling for its dynamic threshold (half a thread heap)
+TOP_PAD = 64 << 20  # a thread heap's size: a pass's buffers stay mapped for the next
+TRIM_THRESHOLD = 128 << 20
+
+# mallopt option -> (glibc's environment variable, its GLIBC_TUNABLES name): set by the user, left alone.
+_OPTIONS = {
+    _M_ARENA_MAX: ("MALLOC_ARENA_MAX", "glibc.malloc.arena_max"),
+    _M_MMAP_THRESHOLD: ("MALLOC_MMAP_THRESHOLD_", "glibc.malloc.mmap_threshold"),
+    _M_TOP_PAD: ("MALLOC_TOP_PAD_", "glibc.malloc.top_pad"),
+    _M_TRIM_THRESHOLD: ("MALLOC_TRIM_THRESHOLD_", "glibc.malloc.trim_threshold"),
+}
 
 
 @functools.cache
@@ -96,12 +119,33 @@ class HeapTrimmer:
             log.debug("heap trimmed", extra={"ms": round((ended - started) * 1000, 2), "rss_mib": self.read_rss() >> 20})
 
 
+def set_by_environment(option: int, environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether the user set this malloc option through glibc's own variables."""
+    variable, tunable = _OPTIONS[option]
+    tunables = environ.get("GLIBC_TUNABLES", "")
+    return variable in environ or any(part.split("=", 1)[0] == tunable for part in tunables.split(":"))
+
+
 def tune_allocator(arena_max: int = ARENA_MAX) -> bool:
-    """Returns whether the setting took (False off glibc). glibc's own MALLOC_MMAP_THRESHOLD_ still applies."""
+    """Returns whether the settings took: False off glibc, and where the environment sets any of them.
+
+    The options act together (with a top pad, large blocks come from the heap's spare top whatever
+    the mmap threshold), so a user's own MALLOC_*_ setting leaves the whole allocator to the user.
+    """
     mallopt = getattr(_libc(), "mallopt", None)
     if mallopt is None:
         return False
+    user_set = [_OPTIONS[option][0] for option in _OPTIONS if set_by_environment(option)]
+    if user_set:
+        log.info("allocator left to the environment", extra={"set": user_set})
+        return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    ok = mallopt(_M_ARENA_MAX, arena_max) == 1
-    log.debug("allocator tuned", extra={"ok": ok, "arena_max": arena_max})
+    wanted = {
+        _M_ARENA_MAX: arena_max,
+        _M_MMAP_THRESHOLD: MMAP_THRESHOLD,
+        _M_TOP_PAD: TOP_PAD,
+        _M_TRIM_THRESHOLD: TRIM_THRESHOLD,
+    }
+    ok = all(mallopt(option, value) == 1 for option, value in wanted.items())
+    log.debug("allocator tuned", extra={"ok": ok, "arena_max": arena_max, "top_pad": TOP_PAD})
     return ok
