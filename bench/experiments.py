@@ -92,6 +92,14 @@ def load_encoder():  # type: ignore[no-untyped-def]
     return encoder, batch
 
 
+def load_workload(events: int):  # type: ignore[no-untyped-def]
+    """The warmed-up encoder, the generated events, their token ids and their real token count."""
+    encoder, batch = load_encoder()
+    texts = dataset.generate(events)
+    token_ids = encoder.tokenize(texts.texts)
+    return encoder, batch, texts, token_ids, sum(len(ids) for ids in token_ids)
+
+
 # -- plans -------------------------------------------------------------------------------------
 
 
@@ -190,11 +198,18 @@ def start_variants(bootstrap: str, names: list[str], monitor: machine.LoadMonito
 
 
 @contextmanager
-def running_variants(names: list[str], monitor: machine.LoadMonitor) -> Iterator[tuple[str, dict[str, dict]]]:
-    """A broker and one started worker per variant; the workers are stopped on the way out."""
+def watched_broker(monitor: machine.LoadMonitor) -> Iterator[str]:
+    """A broker (local, or KAFKA_BOOTSTRAP_SERVERS) whose CPU the monitor counts as the benchmark's own."""
     with broker() as (bootstrap, broker_pid):
         if broker_pid:
             monitor.watch(broker_pid)
+        yield bootstrap
+
+
+@contextmanager
+def running_variants(names: list[str], monitor: machine.LoadMonitor) -> Iterator[tuple[str, dict[str, dict]]]:
+    """A broker and one started worker per variant; the workers are stopped on the way out."""
+    with watched_broker(monitor) as bootstrap:
         variants = start_variants(bootstrap, names, monitor)
         try:
             yield bootstrap, variants
@@ -205,10 +220,7 @@ def running_variants(names: list[str], monitor: machine.LoadMonitor) -> Iterator
 
 
 def run_workers(args: argparse.Namespace) -> None:
-    encoder, batch = load_encoder()
-    texts = dataset.generate(args.events)
-    token_ids = encoder.tokenize(texts.texts)
-    real = sum(len(ids) for ids in token_ids)
+    encoder, batch, texts, token_ids, real = load_workload(args.events)
     names = args.variants.split(",")
     monitor = machine.LoadMonitor()
     alone: list[float] = []
@@ -307,13 +319,13 @@ def cpu_snapshot(pid: int) -> tuple[dict[str, float], dict[str, float]]:
 
 def cpu_row(label: str, events: int, seconds: float, before: tuple[dict, dict], after: tuple[dict, dict]) -> list[str]:
     counters = {key: after[0][key] - before[0][key] for key in after[0]}
-    threads = sorted((after[1][key] - before[1].get(key, 0.0) for key in after[1]), reverse=True)
+    threads = sorted(((after[1][key] - before[1].get(key, 0.0), key) for key in after[1]), reverse=True)
     # The two busiest threads are the model's (the calling thread and its OpenMP helper on 2 cores).
-    busiest, rest = sum(threads[:2]), sum(threads[2:])
+    busiest, rest = sum(used for used, _ in threads[:2]), sum(used for used, _ in threads[2:])
     others: dict[str, float] = {}
-    for key, used in sorted(after[1].items(), key=lambda item: item[1] - before[1].get(item[0], 0.0))[:-2]:
+    for used, key in threads[2:]:
         name = key.rsplit(":", 1)[0]
-        others[name] = others.get(name, 0.0) + used - before[1].get(key, 0.0)
+        others[name] = others.get(name, 0.0) + used
     log(f"{label}: other threads " + ", ".join(f"{name} {used:.2f}s" for name, used in
                                               sorted(others.items(), key=lambda item: -item[1]) if used > 0))
     return [label, f"{events / seconds:.1f}", f"{seconds:.1f}", f"{busiest:.1f}", f"{busiest / seconds:.2f}",
@@ -321,10 +333,7 @@ def cpu_row(label: str, events: int, seconds: float, before: tuple[dict, dict], 
 
 
 def run_cpu(args: argparse.Namespace) -> None:
-    encoder, _ = load_encoder()
-    texts = dataset.generate(args.events)
-    token_ids = encoder.tokenize(texts.texts)
-    real = sum(len(ids) for ids in token_ids)
+    encoder, _, texts, token_ids, real = load_workload(args.events)
     names = args.variants.split(",")
     monitor = machine.LoadMonitor()
     rows = []
@@ -361,9 +370,7 @@ def run_backlog(args: argparse.Namespace) -> None:
     names = args.variants.split(",")
     monitor = machine.LoadMonitor()
     rows = []
-    with broker() as (bootstrap, broker_pid):
-        if broker_pid:
-            monitor.watch(broker_pid)
+    with watched_broker(monitor) as bootstrap:
         topics = fresh_topics(bootstrap, "backlog")
         _, fill_seconds = phases.fill_backlog(bootstrap, topics, texts.texts, args.backlog)
         log(f"backlog: {args.backlog} events queued in {fill_seconds:.0f} s")

@@ -39,9 +39,9 @@ def dynamic_malloc_thresholds() -> None:
     import worker.memory
 
     def tune_allocator(arena_max: int = worker.memory.ARENA_MAX) -> bool:
-        mallopt = ctypes.CDLL(None).mallopt
+        mallopt = worker.memory._libc().mallopt  # type: ignore[union-attr]
         mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-        return mallopt(-8, arena_max) == 1  # M_ARENA_MAX
+        return mallopt(worker.memory._M_ARENA_MAX, arena_max) == 1
 
     worker.memory.tune_allocator = tune_allocator  # type: ignore[assignment]
 
@@ -227,7 +227,6 @@ def trim_mid_pass() -> None:
     import time
 
     import worker.inference
-    import worker.memory
 
     stages: list = []
     trimmers: list = []

@@ -15,7 +15,7 @@ come from the heap and are reused; a 1 MiB threshold spent a fifth of the model'
 faults). What fragmentation leaves free inside the heaps the model thread hands back once the
 RSS outgrows a headroom (HeapTrimmer): malloc_trim releases free chunks, not a thread arena's
 top, so the passes' working set stays resident (`bench/experiments.py cpu --variants
-default,keep_tops`). Setting any of these through glibc's own MALLOC_*_ variables (or
+default,dynamic_thresholds`). Setting any of these through glibc's own MALLOC_*_ variables (or
 GLIBC_TUNABLES) leaves the allocator to the environment.
 """
 
@@ -146,6 +146,7 @@ def tune_allocator(arena_max: int = ARENA_MAX) -> bool:
         _M_TOP_PAD: TOP_PAD,
         _M_TRIM_THRESHOLD: TRIM_THRESHOLD,
     }
-    ok = all(mallopt(option, value) == 1 for option, value in wanted.items())
+    # Every option is tried even where one is refused (a list, not all() over a generator).
+    ok = all([mallopt(option, value) == 1 for option, value in wanted.items()])
     log.debug("allocator tuned", extra={"ok": ok, "arena_max": arena_max, "top_pad": TOP_PAD})
     return ok

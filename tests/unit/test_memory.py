@@ -2,6 +2,7 @@
 
 import ctypes.util
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -108,15 +109,18 @@ PASSES = textwrap.dedent(
 )
 
 
-def run_passes(mode: str, **env: str) -> dict:
-    import os
+needs_glibc = pytest.mark.skipif(
+    not sys.platform.startswith("linux") or not hasattr(ctypes.CDLL(None), "mallopt"), reason="glibc's mallopt"
+)
 
+
+def run_passes(mode: str, **env: str) -> dict:
     done = subprocess.run([sys.executable, "-c", PASSES, mode], capture_output=True, text=True, timeout=60,
                           env={**os.environ, **env}, check=True)
     return json.loads(done.stdout)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") or not hasattr(ctypes.CDLL(None), "mallopt"), reason="glibc")
+@needs_glibc
 def test_tuned_allocator_keeps_a_pass_buffers_mapped_for_the_next_pass():
     tuned = run_passes("tuned")
     assert tuned["tuned"] is True
@@ -129,7 +133,7 @@ def test_tuned_allocator_keeps_a_pass_buffers_mapped_for_the_next_pass():
     assert sum(plain["faults"][2:]) > 1_000, plain["faults"]
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") or not hasattr(ctypes.CDLL(None), "mallopt"), reason="glibc")
+@needs_glibc
 def test_allocator_options_set_in_the_environment_are_left_alone():
     # A fixed 1 MiB mmap threshold from the user: every large buffer is mapped afresh, so each
     # pass faults all its pages again. With the worker's top pad as well, large buffers would come
