@@ -1,6 +1,7 @@
 """Liveness and readiness: pure functions of the worker's status and a clock.
 
-- live: the poll loop has turned, and no stage has been stuck on one item, within the bound.
+- live: the poll loop has turned, no stage has been stuck on one item, within the bound, and no
+  assigned partition that the worker wants fetched has stalled (`worker.stalls`).
 - ready: the model is loaded and warmed up, the consumer has subscribed (partitions assigned or
   waiting for an assignment), a broker answers, and the worker is not shutting down.
 """
@@ -28,6 +29,8 @@ class WorkerStatus:
     stopping: bool = False
     assigned_partitions: int = 0
     poll_beat: float | None = None
+    # Reasons, one per stalled partition, from the last statistics report (already past the timeout).
+    stalled_partitions: list[str] = field(default_factory=list)
     stages: list[Stage] = field(default_factory=list)
     started_at: float = field(default_factory=time.monotonic)
 
@@ -47,6 +50,7 @@ def liveness(status: WorkerStatus, timeout_s: float, now: float) -> Verdict:
             reasons.append(f"{stage.name} stage stuck for {now - stage.busy_since:.0f}s")
         elif stage.busy_since is None and now - stage.last_beat > timeout_s:
             reasons.append(f"{stage.name} stage silent for {now - stage.last_beat:.0f}s")
+    reasons.extend(status.stalled_partitions)
     return Verdict(not reasons, reasons)
 
 

@@ -41,6 +41,9 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "rebalances": ("counter", "{rebalance}", "Partition assignments changes, by kind (`assign`, `revoke`, `lost`)."),
     "partitions.assigned": ("gauge", "{partition}", "Partitions assigned to this worker."),
     "partitions.paused": ("gauge", "{partition}", "Partitions paused by back-pressure."),
+    "partitions.stalled": (
+        "gauge", "{partition}", "Assigned, unpaused partitions with records waiting and nothing fetched for the liveness timeout."
+    ),
     "consumer.lag": ("gauge", "{record}", "Records behind the end of each assigned partition (from librdkafka statistics)."),
 }
 
@@ -79,7 +82,7 @@ class WorkerMetrics:
         self.delivery_errors = counter("producer.delivery_errors")
         self.commits = counter("commits")
         self.rebalances = counter("rebalances")
-        for short in ("queue.depth", "partitions.assigned", "partitions.paused", "consumer.lag"):
+        for short in ("queue.depth", "partitions.assigned", "partitions.paused", "partitions.stalled", "consumer.lag"):
             _, unit, description = METRICS[short]
             self._gauges[short] = {}
             meter.create_observable_gauge(

@@ -4,7 +4,7 @@
         → [model queue] → inference thread → [publish queue] → publisher thread → commit
 
 The poll loop never blocks on the model: closed windows go on a bounded queue, and when it is
-full the loop pauses every assigned partition and keeps polling (heartbeats, rebalances,
+full the loop pauses its partitions (`worker.pausing`) and keeps polling (heartbeats, rebalances,
 `max.poll.interval.ms`) until the queue drains.
 """
 
@@ -33,8 +33,10 @@ from worker.memory import HeapTrimmer
 from worker.metrics import WorkerMetrics
 from worker.offsets import OffsetTracker
 from worker.outputs import OutputSerializer
+from worker.pausing import PartitionPauser
 from worker.publisher import Publisher
 from worker.settings import DeliveryMode, InputFormat, Overlength, WorkerSettings
+from worker.stalls import StallDetector, fetch_progress
 from worker.tracing import Tracing, wall_ns_from_monotonic
 
 log = logging.getLogger(__name__)
@@ -77,8 +79,9 @@ class Worker:
         self.model_queue: queue.Queue[Window[Entry] | None] = queue.Queue(maxsize=batch.queue_depth)
         self.publish_queue: queue.Queue[ScoredWindow | None] = queue.Queue(maxsize=batch.queue_depth)
         self.held: deque[Window[Entry]] = deque()
-        self.paused = False
-        self._repause = False
+        self.pauser: PartitionPauser | None = None
+        self.stalls = StallDetector(settings.telemetry.liveness_timeout_s)
+        self._stalled: set[tuple[str, int]] = set()
         self._last_commit = 0.0
         self._caught_up = True  # nothing consumed yet: nothing to commit
         self._draining_failed = False
@@ -99,6 +102,7 @@ class Worker:
         self.consumer = Consumer(
             {**consumer_config(settings), **callbacks, "on_commit": self._on_commit, "stats_cb": self._on_stats}
         )
+        self.pauser = PartitionPauser(self.consumer, on_change=self._on_partitions_changed)
         producer = Producer({**producer_config(settings), **callbacks})
         if self.exactly_once:
             producer.init_transactions(60.0)
@@ -197,9 +201,8 @@ class Worker:
         self.failure.raise_if_failed()
         self._release_held()
         messages = self._poll(self._poll_timeout())
-        if self._repause and self.paused:
-            self.consumer.pause(self.consumer.assignment())
-            self._repause = False
+        assert self.pauser is not None
+        self.pauser.settle()  # partitions assigned during that poll get the state the worker wants now
         if messages:
             good = [message for message in messages if not self._is_error(message)]
             if good:
@@ -272,13 +275,8 @@ class Worker:
             except queue.Full:
                 pass
         self.held.append(window)
-        if not self.paused:
-            assert self.consumer is not None
-            assignment = self.consumer.assignment()
-            self.consumer.pause(assignment)
-            self.paused = True
-            self.metrics.set_gauge("partitions.paused", len(assignment))
-            log.debug("model busy: partitions paused", extra={"partitions": len(assignment)})
+        assert self.pauser is not None
+        self.pauser.hold()
 
     def _start_window_span(self, window: Window[Entry]) -> None:
         links = [entry.trace_context for entry in window.entries if entry.trace_context is not None]
@@ -306,11 +304,8 @@ class Worker:
             except queue.Full:
                 return
             self.held.popleft()
-        if self.paused:
-            assert self.consumer is not None
-            self.consumer.resume(self.consumer.assignment())
-            self.paused = False
-            self.metrics.set_gauge("partitions.paused", 0)
+        assert self.pauser is not None
+        self.pauser.release()
 
     # -- draining and committing ---------------------------------------------------------------
 
@@ -328,9 +323,8 @@ class Worker:
         left = self.tracker.open_count()
         if left:
             log.warning("drain timed out; unfinished events will be reprocessed", extra={"events": left})
-        if self.paused and self.consumer is not None:
-            self.consumer.resume(self.consumer.assignment())
-            self.paused = False
+        if self.pauser is not None and not self.held:
+            self.pauser.release()
 
     def _put_blocking(self, target: queue.Queue[Any], item: Any, timeout: float) -> bool:
         deadline = time.monotonic() + max(0.0, timeout)
@@ -390,10 +384,8 @@ class Worker:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._note_generation(consumer)
         self.metrics.rebalances.add(1, {"kind": "assign"})
-        if self.paused:
-            self._repause = True
-        self.status.assigned_partitions = len(consumer.assignment()) + len(partitions)
-        self.metrics.set_gauge("partitions.assigned", self.status.assigned_partitions)
+        assert self.pauser is not None
+        self.pauser.assigned(partitions)
         log.info("partitions assigned", extra={"partitions": _names(partitions)})
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -404,8 +396,8 @@ class Worker:
             self._drain()
             self._commit(sync=True)
         self.tracker.forget([(tp.topic, tp.partition) for tp in partitions])
-        self.status.assigned_partitions = max(0, len(consumer.assignment()) - len(partitions))
-        self.metrics.set_gauge("partitions.assigned", self.status.assigned_partitions)
+        assert self.pauser is not None
+        self.pauser.removed(partitions)
         log.info("partitions revoked", extra={"partitions": _names(partitions)})
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -413,9 +405,17 @@ class Worker:
         self._note_generation(consumer)
         self.metrics.rebalances.add(1, {"kind": "lost"})
         dropped = self.tracker.forget([(tp.topic, tp.partition) for tp in partitions])
-        self.status.assigned_partitions = max(0, len(consumer.assignment()) - len(partitions))
-        self.metrics.set_gauge("partitions.assigned", self.status.assigned_partitions)
-        log.warning("partitions lost", extra={"partitions": _names(partitions), "unfinished_events": dropped})
+        assert self.pauser is not None
+        were_paused = self.pauser.removed(partitions)
+        log.warning(
+            "partitions lost",
+            extra={"partitions": _names(partitions), "unfinished_events": dropped, "paused": len(were_paused)},
+        )
+
+    def _on_partitions_changed(self, assigned: int, paused: int) -> None:
+        self.status.assigned_partitions = assigned
+        self.metrics.set_gauge("partitions.assigned", assigned)
+        self.metrics.set_gauge("partitions.paused", paused)
 
     def _on_kafka_error(self, error: KafkaError) -> None:
         if error.fatal():
@@ -426,8 +426,9 @@ class Worker:
         log.warning("kafka client error", extra={"error": error.str()})
 
     def _on_stats(self, stats_json: str) -> None:
-        """librdkafka statistics: consumer lag per assigned partition, and broker reachability."""
+        """librdkafka statistics: consumer lag per assigned partition, broker reachability, stalls."""
         stats = orjson.loads(stats_json)
+        self._check_stalls(stats)
         self.status.connected = any(broker.get("state") == "UP" for broker in stats.get("brokers", {}).values())
         lag: dict[tuple[tuple[str, str | int], ...], float] = {}
         for topic, topic_stats in stats.get("topics", {}).items():
@@ -442,6 +443,19 @@ class Worker:
                 if value >= 0:
                     lag[(("partition", int(partition)), ("topic", topic))] = value
         self.metrics.replace_gauge("consumer.lag", lag)
+
+    def _check_stalls(self, stats: dict[str, Any]) -> None:
+        """A safety net for causes nobody has thought of: `/livez` fails while a partition stalls."""
+        if self.pauser is None:
+            return
+        stalls = self.stalls.observe(time.monotonic(), fetch_progress(stats), self.pauser.active)
+        stalled = {(stall.topic, stall.partition) for stall in stalls}
+        for stall in stalls:
+            if (stall.topic, stall.partition) not in self._stalled:
+                log.warning("partition stalled", extra={"partition": f"{stall.topic}:{stall.partition}", "reason": stall.reason()})
+        self._stalled = stalled
+        self.status.stalled_partitions = [stall.reason() for stall in stalls]
+        self.metrics.set_gauge("partitions.stalled", len(stalls))
 
 
 def _count_by_topic(messages: list[Any]) -> dict[str, int]:

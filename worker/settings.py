@@ -292,7 +292,10 @@ class TelemetrySettings(_Section):
     console_traces: bool = Field(False, description="Print finished spans to stderr (debugging).")
     service_name: str = Field("encoder-worker", description="`service.name` of traces and metrics.")
     liveness_timeout_s: float = Field(
-        60.0, gt=0, description="`/livez` fails when a loop has not reported for this long."
+        60.0,
+        gt=0,
+        description="`/livez` fails when a loop has not reported for this long, or an assigned, unpaused partition "
+        "with records waiting has fetched nothing for this long.",
     )
 
 

@@ -53,3 +53,11 @@ def test_no_partitions_assigned_is_still_ready():
     status = ready_status()
     status.assigned_partitions = 0
     assert readiness(status, 30, now=100.0).ok
+
+
+def test_a_stalled_partition_turns_liveness_red_with_the_partition_named():
+    status = ready_status(now=100.0)
+    status.stalled_partitions = ["partition in:3 stalled: 504 records waiting, nothing fetched for 61s"]
+    verdict = liveness(status, 30, now=100.0)
+    assert not verdict.ok and verdict.reasons == status.stalled_partitions
+    assert not readiness(status, 30, now=100.0).ok

@@ -1,0 +1,67 @@
+from worker.stalls import FetchProgress, StallDetector, fetch_progress
+
+P0 = ("in", 0)
+P1 = ("in", 1)
+
+
+def test_waiting_records_are_those_past_the_fetch_position():
+    assert FetchProgress(position=10, end=15).waiting == 5
+    assert FetchProgress(position=15, end=15).waiting == 0
+    assert FetchProgress(position=-1001, end=15).waiting == 0  # position not known yet: no claim
+    assert FetchProgress(position=3, end=-1).waiting == 0
+
+
+def test_progress_is_read_from_librdkafka_statistics_preferring_the_last_stable_offset():
+    stats = {
+        "topics": {
+            "in": {
+                "partitions": {
+                    "0": {"next_offset": 0, "ls_offset": 50, "hi_offset": 52},
+                    "1": {"next_offset": 7, "ls_offset": -1, "hi_offset": 9},
+                    "-1": {"next_offset": -1001},
+                }
+            }
+        }
+    }
+    assert fetch_progress(stats) == {P0: FetchProgress(0, 50), P1: FetchProgress(7, 9)}
+
+
+def test_a_watched_partition_with_records_waiting_and_no_progress_stalls_after_the_timeout():
+    detector = StallDetector(timeout_s=60)
+    stuck = {P0: FetchProgress(0, 504)}
+    assert detector.observe(0.0, stuck, {P0}) == []
+    assert detector.observe(60.0, stuck, {P0}) == []
+    [stall] = detector.observe(61.0, stuck, {P0})
+    assert (stall.topic, stall.partition, stall.waiting, stall.seconds) == ("in", 0, 504, 61.0)
+    assert "in:0" in stall.reason() and "504 records waiting" in stall.reason()
+
+
+def test_a_moving_partition_never_stalls():
+    detector = StallDetector(timeout_s=10)
+    for second in range(0, 100, 5):
+        assert detector.observe(float(second), {P0: FetchProgress(second, second + 1000)}, {P0}) == []
+
+
+def test_a_paused_partition_is_not_watched_and_its_clock_restarts_when_resumed():
+    detector = StallDetector(timeout_s=10)
+    stuck = {P0: FetchProgress(0, 100)}
+    detector.observe(0.0, stuck, {P0})
+    assert detector.observe(50.0, stuck, set()) == []  # paused by the worker: not a stall
+    assert detector.observe(55.0, stuck, {P0}) == []  # resumed: a whole timeout from now
+    assert detector.observe(65.0, stuck, {P0}) == []
+    assert len(detector.observe(66.0, stuck, {P0})) == 1
+
+
+def test_an_idle_partition_that_receives_records_is_not_a_stall_at_once():
+    detector = StallDetector(timeout_s=10)
+    detector.observe(0.0, {P0: FetchProgress(5, 5)}, {P0})
+    detector.observe(500.0, {P0: FetchProgress(5, 5)}, {P0})  # caught up for a long time
+    assert detector.observe(505.0, {P0: FetchProgress(5, 8)}, {P0}) == []  # records just arrived
+    assert detector.observe(520.0, {P0: FetchProgress(5, 8)}, {P0}) != []  # and stayed unfetched
+
+
+def test_only_the_stuck_partition_is_reported():
+    detector = StallDetector(timeout_s=10)
+    detector.observe(0.0, {P0: FetchProgress(0, 9), P1: FetchProgress(0, 9)}, {P0, P1})
+    stalls = detector.observe(20.0, {P0: FetchProgress(0, 9), P1: FetchProgress(4, 9)}, {P0, P1})
+    assert [(s.topic, s.partition) for s in stalls] == [P0]

@@ -1,0 +1,96 @@
+"""Stall detection: a safety net for partitions that should be fetched but are not. Pure logic.
+
+A partition is stalled when it is assigned, the worker has not paused it, records are waiting in it,
+and its fetch position has not moved for longer than the timeout. The inputs come from librdkafka's
+statistics (`statistics.interval.ms`), so the check costs nothing per event; the clock is an argument.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+PartitionKey = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class FetchProgress:
+    """One partition, as librdkafka last reported it."""
+
+    position: int  # next offset to fetch (negative: not known yet)
+    end: int  # last stable offset (read_committed) or high watermark (negative: not known yet)
+
+    @property
+    def waiting(self) -> int:
+        """Records in the partition past what was fetched; 0 when either end is unknown."""
+        if self.position < 0 or self.end < 0:
+            return 0
+        return max(0, self.end - self.position)
+
+
+@dataclass(frozen=True, slots=True)
+class Stall:
+    topic: str
+    partition: int
+    waiting: int
+    seconds: float
+
+    def reason(self) -> str:
+        return (
+            f"partition {self.topic}:{self.partition} stalled: {self.waiting} records waiting, "
+            f"nothing fetched for {self.seconds:.0f}s although the worker has not paused it"
+        )
+
+
+def fetch_progress(stats: Mapping[str, Any]) -> dict[PartitionKey, FetchProgress]:
+    """Per-partition fetch position and end from a librdkafka statistics document.
+
+    The end is the last stable offset where librdkafka reports one: past it, records of open
+    transactions cannot be fetched by a read_committed consumer and must not count as waiting.
+    Fetching past a transaction's control record moves the position to the end, so a fully
+    consumed partition never looks like one with a record waiting.
+    """
+    progress = {}
+    for topic, topic_stats in stats.get("topics", {}).items():
+        for partition, partition_stats in topic_stats.get("partitions", {}).items():
+            if partition == "-1":
+                continue
+            end = partition_stats.get("ls_offset", -1)
+            if end < 0:
+                end = partition_stats.get("hi_offset", -1)
+            progress[(topic, int(partition))] = FetchProgress(partition_stats.get("next_offset", -1), end)
+    return progress
+
+
+class StallDetector:
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        # Per watched partition: the position last seen and when it last moved (or was first watched).
+        self._seen: dict[PartitionKey, tuple[int, float]] = {}
+
+    def observe(
+        self, now: float, progress: Mapping[PartitionKey, FetchProgress], watched: Iterable[PartitionKey]
+    ) -> list[Stall]:
+        """`watched`: the partitions the worker wants fetched now (assigned, not paused by it).
+
+        A partition's clock starts when it is first watched, so one just assigned or resumed is
+        never stalled before a whole timeout has passed, and restarts whenever its position moves
+        or nothing waits in it.
+        """
+        seen: dict[PartitionKey, tuple[int, float]] = {}
+        stalls = []
+        for key in watched:
+            report = progress.get(key)
+            if report is None:
+                seen[key] = self._seen.get(key, (-1, now))
+                continue
+            position, since = self._seen.get(key, (report.position, now))
+            waiting = report.waiting
+            if report.position != position or waiting == 0:
+                since = now  # moving, or nothing to fetch: the clock runs only while records wait
+            seen[key] = (report.position, since)
+            if waiting > 0 and now - since > self.timeout_s:
+                stalls.append(Stall(key[0], key[1], waiting, now - since))
+        self._seen = seen
+        return sorted(stalls, key=lambda stall: (stall.topic, stall.partition))
