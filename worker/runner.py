@@ -417,6 +417,15 @@ class Worker:
         self.metrics.set_gauge("partitions.assigned", assigned)
         self.metrics.set_gauge("partitions.paused", paused)
 
+    def _partition_end(self, key: tuple[str, int]) -> int:
+        """The partition's high watermark, asked of the broker (-1 when it does not answer)."""
+        assert self.consumer is not None
+        try:
+            _, high = self.consumer.get_watermark_offsets(TopicPartition(*key), timeout=2.0, cached=False)
+        except Exception:  # noqa: BLE001 - no answer: no verdict this time
+            return -1
+        return high
+
     def _on_kafka_error(self, error: KafkaError) -> None:
         if error.fatal():
             self.failure.record(WorkerError(f"fatal Kafka client error: {error.str()}"))
@@ -448,7 +457,7 @@ class Worker:
         """A safety net for causes nobody has thought of: `/livez` fails while a partition stalls."""
         if self.pauser is None:
             return
-        stalls = self.stalls.observe(time.monotonic(), fetch_progress(stats), self.pauser.active)
+        stalls = self.stalls.observe(time.monotonic(), fetch_progress(stats), self.pauser.active, self._partition_end)
         stalled = {(stall.topic, stall.partition) for stall in stalls}
         for stall in stalls:
             if (stall.topic, stall.partition) not in self._stalled:

@@ -7,7 +7,7 @@ statistics (`statistics.interval.ms`), so the check costs nothing per event; the
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,10 +22,10 @@ class FetchProgress:
     end: int  # last stable offset (read_committed) or high watermark (negative: not known yet)
 
     @property
-    def waiting(self) -> int:
-        """Records in the partition past what was fetched; 0 when either end is unknown."""
+    def waiting(self) -> int | None:
+        """Records in the partition past what was fetched; None when either end is unknown."""
         if self.position < 0 or self.end < 0:
-            return 0
+            return None
         return max(0, self.end - self.position)
 
 
@@ -59,38 +59,47 @@ def fetch_progress(stats: Mapping[str, Any]) -> dict[PartitionKey, FetchProgress
             end = partition_stats.get("ls_offset", -1)
             if end < 0:
                 end = partition_stats.get("hi_offset", -1)
-            progress[(topic, int(partition))] = FetchProgress(partition_stats.get("next_offset", -1), end)
+            position = partition_stats.get("next_offset", -1)
+            if position < 0:
+                # Not fetching yet (e.g. paused before its first fetch): it starts from its commit.
+                position = partition_stats.get("committed_offset", -1)
+            progress[(topic, int(partition))] = FetchProgress(position, end)
     return progress
 
 
 class StallDetector:
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
-        # Per watched partition: the position last seen and when it last moved (or was first watched).
+        # Per watched partition: the position last seen and since when it has not moved with records waiting.
         self._seen: dict[PartitionKey, tuple[int, float]] = {}
 
     def observe(
-        self, now: float, progress: Mapping[PartitionKey, FetchProgress], watched: Iterable[PartitionKey]
+        self,
+        now: float,
+        progress: Mapping[PartitionKey, FetchProgress],
+        watched: Iterable[PartitionKey],
+        find_end: Callable[[PartitionKey], int] | None = None,
     ) -> list[Stall]:
         """`watched`: the partitions the worker wants fetched now (assigned, not paused by it).
 
         A partition's clock starts when it is first watched, so one just assigned or resumed is
         never stalled before a whole timeout has passed, and restarts whenever its position moves
-        or nothing waits in it.
+        or it is known to have nothing waiting. librdkafka learns a partition's end only from
+        fetches, so a partition never fetched has none: once its clock has run past the timeout,
+        `find_end` (a broker query) is asked for it, which is rare enough to cost nothing.
         """
         seen: dict[PartitionKey, tuple[int, float]] = {}
         stalls = []
         for key in watched:
-            report = progress.get(key)
-            if report is None:
-                seen[key] = self._seen.get(key, (-1, now))
-                continue
+            report = progress.get(key, FetchProgress(-1, -1))
             position, since = self._seen.get(key, (report.position, now))
             waiting = report.waiting
+            if waiting is None and find_end is not None and report.position >= 0 and now - since > self.timeout_s:
+                waiting = FetchProgress(report.position, find_end(key)).waiting
             if report.position != position or waiting == 0:
-                since = now  # moving, or nothing to fetch: the clock runs only while records wait
+                since = now  # moving, or nothing to fetch: the clock runs only while records may wait
             seen[key] = (report.position, since)
-            if waiting > 0 and now - since > self.timeout_s:
+            if waiting and now - since > self.timeout_s:
                 stalls.append(Stall(key[0], key[1], waiting, now - since))
         self._seen = seen
         return sorted(stalls, key=lambda stall: (stall.topic, stall.partition))

@@ -44,16 +44,31 @@ def events(prefix: str, count: int) -> list[tuple[bytes, bytes]]:
     return [(f"key-{i % 64}".encode(), json_event(f"{prefix}{i}", f"event {i} of {prefix}")) for i in range(count)]
 
 
-def lost_while_paused_then_regained(worker, since: int) -> set[str]:
-    """Partitions the worker lost while it had them paused, in log records after `since`, and was then given back."""
-    lost_paused: set[str] = set()
-    regained: set[str] = set()
+def paused_with_partitions(worker) -> bool:
+    """The worker owns partitions and back-pressure has paused them since it was given them."""
+    assigned_at = paused_at = -1
+    for i, record in enumerate(log_records(worker)):
+        if record.get("message") == "partitions assigned" and record.get("partitions"):
+            assigned_at = i
+        elif record.get("message") == "model busy: partitions paused":
+            paused_at = i
+    return bool(owned_partitions(worker)) and paused_at > assigned_at >= 0
+
+
+def after_the_loss(worker, since: int) -> tuple[bool, set[str]]:
+    """From log records after `since`: whether the worker lost partitions and was assigned some again,
+    and which of those it had paused when it lost them."""
+    lost = lost_paused = regained = set()
+    reassigned = False
     for record in log_records(worker)[since:]:
-        if record.get("message") == "partitions lost" and record.get("paused", 0) > 0:
-            lost_paused |= set(record["partitions"])
-        elif record.get("message") == "partitions assigned" and lost_paused:
-            regained |= set(record["partitions"]) & lost_paused
-    return regained
+        if record.get("message") == "partitions lost":
+            lost = lost | set(record["partitions"])
+            if record.get("paused", 0) > 0:
+                lost_paused = lost_paused | set(record["partitions"])
+        elif record.get("message") == "partitions assigned" and lost and record.get("partitions"):
+            reassigned = True
+            regained = regained | (set(record["partitions"]) & lost_paused)
+    return reassigned, regained
 
 
 def test_partitions_lost_while_paused_flow_again_when_regained(bootstrap, topics8, tiny_bert_dir, group, spawn):
@@ -73,14 +88,15 @@ def test_partitions_lost_while_paused_flow_again_when_regained(bootstrap, topics
         produce(bootstrap, topics["input"], events("a", FIRST_ROUND))
         regained: set[str] = set()
         for _attempt in range(FREEZE_ATTEMPTS):
-            wait_until(lambda: "model busy: partitions paused" in frozen.logs(), timeout_s=60,
-                       what="back-pressure to pause the worker's partitions")
+            wait_until(lambda: paused_with_partitions(frozen), timeout_s=60,
+                       what="back-pressure to pause the partitions the worker owns")
             since = len(log_records(frozen))
             os.kill(frozen.process.pid, signal.SIGSTOP)
             time.sleep(2 * SESSION_TIMEOUT_S)
             os.kill(frozen.process.pid, signal.SIGCONT)
-            wait_until(lambda: owned_partitions(frozen), timeout_s=90, what="the frozen worker to rejoin")
-            regained = lost_while_paused_then_regained(frozen, since)
+            wait_until(lambda: after_the_loss(frozen, since)[0], timeout_s=90,
+                       what="the frozen worker to lose its partitions and rejoin")
+            regained = after_the_loss(frozen, since)[1]
             if regained:
                 break
         # The fault this test is about happened, or it proves nothing.

@@ -7,8 +7,8 @@ P1 = ("in", 1)
 def test_waiting_records_are_those_past_the_fetch_position():
     assert FetchProgress(position=10, end=15).waiting == 5
     assert FetchProgress(position=15, end=15).waiting == 0
-    assert FetchProgress(position=-1001, end=15).waiting == 0  # position not known yet: no claim
-    assert FetchProgress(position=3, end=-1).waiting == 0
+    assert FetchProgress(position=-1001, end=15).waiting is None  # not known yet: no claim
+    assert FetchProgress(position=3, end=-1).waiting is None
 
 
 def test_progress_is_read_from_librdkafka_statistics_preferring_the_last_stable_offset():
@@ -18,12 +18,13 @@ def test_progress_is_read_from_librdkafka_statistics_preferring_the_last_stable_
                 "partitions": {
                     "0": {"next_offset": 0, "ls_offset": 50, "hi_offset": 52},
                     "1": {"next_offset": 7, "ls_offset": -1, "hi_offset": 9},
+                    "2": {"next_offset": -1001, "committed_offset": 4, "ls_offset": 9},
                     "-1": {"next_offset": -1001},
                 }
             }
         }
     }
-    assert fetch_progress(stats) == {P0: FetchProgress(0, 50), P1: FetchProgress(7, 9)}
+    assert fetch_progress(stats) == {P0: FetchProgress(0, 50), P1: FetchProgress(7, 9), ("in", 2): FetchProgress(4, 9)}
 
 
 def test_a_watched_partition_with_records_waiting_and_no_progress_stalls_after_the_timeout():
@@ -65,3 +66,25 @@ def test_only_the_stuck_partition_is_reported():
     detector.observe(0.0, {P0: FetchProgress(0, 9), P1: FetchProgress(0, 9)}, {P0, P1})
     stalls = detector.observe(20.0, {P0: FetchProgress(0, 9), P1: FetchProgress(4, 9)}, {P0, P1})
     assert [(s.topic, s.partition) for s in stalls] == [P0]
+
+
+def test_a_partition_never_fetched_has_its_end_asked_for_once_its_clock_has_run_out():
+    asked = []
+
+    def find_end(key):
+        asked.append(key)
+        return 20
+
+    detector = StallDetector(timeout_s=10)
+    never_fetched = {P0: FetchProgress(0, -1001)}
+    assert detector.observe(0.0, never_fetched, {P0}, find_end) == []
+    assert detector.observe(9.0, never_fetched, {P0}, find_end) == [] and asked == []  # no query before the timeout
+    [stall] = detector.observe(11.0, never_fetched, {P0}, find_end)
+    assert asked == [P0] and stall.waiting == 20
+
+
+def test_a_never_fetched_partition_that_is_empty_is_not_a_stall():
+    detector = StallDetector(timeout_s=10)
+    detector.observe(0.0, {P0: FetchProgress(0, -1)}, {P0}, lambda key: 0)
+    assert detector.observe(30.0, {P0: FetchProgress(0, -1)}, {P0}, lambda key: 0) == []
+    assert detector.observe(30.0, {P0: FetchProgress(0, -1)}, {P0}, lambda key: -1) == []  # broker did not answer
