@@ -41,6 +41,12 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "rebalances": ("counter", "{rebalance}", "Partition assignments changes, by kind (`assign`, `revoke`, `lost`)."),
     "partitions.assigned": ("gauge", "{partition}", "Partitions assigned to this worker."),
     "partitions.paused": ("gauge", "{partition}", "Partitions paused by back-pressure."),
+    "labels.reloads": (
+        "counter",
+        "{reload}",
+        "Labels file changes seen, by result (`ok`; `failed`: it did not load, the labels in use were kept).",
+    ),
+    "labels.active": ("gauge", "{label}", "Labels in the label set in use, by `labels_version`."),
     "consumer.lag": ("gauge", "{record}", "Records behind the end of each assigned partition (from librdkafka statistics)."),
 }
 
@@ -79,7 +85,8 @@ class WorkerMetrics:
         self.delivery_errors = counter("producer.delivery_errors")
         self.commits = counter("commits")
         self.rebalances = counter("rebalances")
-        for short in ("queue.depth", "partitions.assigned", "partitions.paused", "consumer.lag"):
+        self.labels_reloads = counter("labels.reloads")
+        for short in ("queue.depth", "partitions.assigned", "partitions.paused", "consumer.lag", "labels.active"):
             _, unit, description = METRICS[short]
             self._gauges[short] = {}
             meter.create_observable_gauge(
