@@ -79,15 +79,24 @@ def get(url: str) -> tuple[int, bytes]:
         return 0, b""
 
 
-def reload_results(port: int) -> dict[str, float]:
+def series(port: int, name: str, label: str) -> dict[str, float]:
+    """One metric's samples from /metrics, by the value of one of their labels."""
     status, body = get(f"http://127.0.0.1:{port}/metrics")
     assert status == 200
     return {
-        sample.labels["result"]: sample.value
+        sample.labels[label]: sample.value
         for family in text_string_to_metric_families(body.decode())
         for sample in family.samples
-        if sample.name == "encoder_worker_labels_reloads_total"
+        if sample.name == name
     }
+
+
+def reload_results(port: int) -> dict[str, float]:
+    return series(port, "encoder_worker_labels_reloads_total", "result")
+
+
+def active_labels(port: int) -> dict[str, float]:
+    return series(port, "encoder_worker_labels_active", "labels_version")
 
 
 def log_lines(worker: WorkerProcess) -> list[dict]:
@@ -114,6 +123,7 @@ def test_a_running_worker_takes_a_replaced_labels_file_and_keeps_its_labels_when
     )
     with WorkerProcess(env) as worker:
         wait_until(lambda: get(f"http://127.0.0.1:{port}/readyz")[0] == 200, timeout_s=180, what="ready")
+        assert active_labels(port) == {v1: 3}
         first = send(bootstrap, topics["input"], "a")
         read_messages(bootstrap, topics["labels"], len(first), timeout_s=120)
 
@@ -136,6 +146,7 @@ def test_a_running_worker_takes_a_replaced_labels_file_and_keeps_its_labels_when
         assert "unknown field(s) colour" in error["error"] and error["labels_version"] == v2
         assert get(f"http://127.0.0.1:{port}/readyz")[0] == 200
         assert reload_results(port) == {"ok": 1, "failed": 1}
+        assert active_labels(port) == {v2: 4}
         last = send(bootstrap, topics["input"], "d")
         expected = first + during + after + last
         labels = read_messages(bootstrap, topics["labels"], len(expected), timeout_s=120)
