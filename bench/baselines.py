@@ -42,6 +42,7 @@ class _Outputs:
 
     def __init__(self, encoder: Encoder, producer: Producer, topics: TopicSet, top_k: int = 3) -> None:
         self.labels = encoder.labels
+        self.labels_version = encoder.label_set.version
         self.model = encoder.name
         self.scoring = encoder.scoring
         self.producer = producer
@@ -60,7 +61,7 @@ class _Outputs:
         ranked = [{"label": self.labels[i], "score": float(scores[i])} for i in best]
         labels_value = orjson.dumps(
             {"id": event_id, "label": ranked[0]["label"], "score": ranked[0]["score"], "labels": ranked,
-             "scoring": self.scoring, "model": self.model, "source": source, "produced_at_ms": now_ms}
+             "labels_version": self.labels_version, "scoring": self.scoring, "model": self.model, "source": source, "produced_at_ms": now_ms}
         )
         embeddings_value = orjson.dumps(
             {"id": event_id, "model": self.model, "dim": int(embedding.shape[0]), "normalized": True,

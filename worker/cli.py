@@ -1,4 +1,4 @@
-"""Entry point: `encoder-worker run | demo | schemas`. Logging, signals and telemetry are set up here, once."""
+"""Entry point: `encoder-worker run | demo | schemas | classify | evaluate`. Logging, signals and telemetry are set up here, once."""
 
 from __future__ import annotations
 
@@ -28,6 +28,23 @@ def _parser() -> argparse.ArgumentParser:
     schemas = commands.add_parser("schemas", help="write the JSON Schemas of the event contract")
     schemas.add_argument("--out", type=Path, default=Path("schemas"), help="directory to write (default: schemas)")
     schemas.add_argument("--check", action="store_true", help="fail if the files differ instead of writing")
+    classify = commands.add_parser(
+        "classify",
+        help="label texts without Kafka: one JSON line per text (the fields of a labels record)",
+        description="Label texts with the model settings of `run`. With no TEXT, reads standard input: "
+        'a line per event, a JSON object with "text" (and an optional "id") or the plain text.',
+    )
+    classify.add_argument("texts", nargs="*", metavar="TEXT", help="texts to label (default: standard input)")
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="per-label precision, recall and F1 of a labels file on labelled examples, and tuned thresholds",
+        description='DATA is a JSON-lines file of {"text": ..., "label": ...} objects.',
+    )
+    evaluate.add_argument("data", type=Path, metavar="DATA.jsonl", help="labelled examples, one JSON object a line")
+    evaluate.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    for command in (classify, evaluate):
+        command.add_argument("--labels-file", type=Path, help="labels file to use instead of WORKER_MODEL__LABELS_FILE")
+        command.add_argument("--config", type=Path, help="YAML settings file, as for `run`")
     return parser
 
 
@@ -39,6 +56,14 @@ def main(argv: list[str] | None = None) -> int:
         from worker.demo import run_demo
 
         return run_demo(extra_events=args.events)
+    if args.command in ("classify", "evaluate"):
+        from worker import label_commands
+        from worker.logs import configure_logging
+
+        configure_logging("text", "WARNING")  # stdout carries the results only
+        if args.command == "classify":
+            return label_commands.classify_command(args.texts, args.labels_file, args.config, sys.stdin, sys.stdout)
+        return label_commands.evaluate_command(args.data, args.labels_file, args.config, args.json, sys.stdout)
     from worker.schemas import write_schemas
 
     return write_schemas(args.out, check=args.check)

@@ -3,8 +3,9 @@
 Knows nothing of Kafka. Two ways of labelling:
 - a fine-tuned sequence-classification head: scores from the head (softmax, or sigmoid for
   multi-label models), the embedding pooled from the same forward pass;
-- an embedding-only model plus a labels file: each label's examples are embedded once at start,
-  and an event scores each label by cosine similarity.
+- an embedding-only model plus a labels file: each label's examples are embedded (at start, and
+  again when the file changes: `embed_labels`), and an event scores each label by cosine similarity.
+  The label embeddings stay out of the (traced) forward pass, so a new label set needs no new trace.
 """
 
 from __future__ import annotations
@@ -24,7 +25,14 @@ import numpy as np
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
-from worker.labels import DEFAULT_LABELS_FILE, LabelSpec, load_labels_file
+from worker.labels import (
+    DEFAULT_LABELS_FILE,
+    LabelsDefinition,
+    LabelSet,
+    file_label_set,
+    head_label_set,
+    load_labels_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -160,16 +168,13 @@ class Encoder:
             # way into the classification head, whatever the architecture's head looks like.
             self.model.base_model.register_forward_hook(self._keep_last_hidden)
             id2label = config.id2label or {}
-            self.labels = [str(id2label.get(i, f"LABEL_{i}")) for i in range(config.num_labels)]
+            self.label_set = head_label_set([str(id2label.get(i, f"LABEL_{i}")) for i in range(config.num_labels)])
             self.scoring: Scoring = (
                 "sigmoid" if getattr(config, "problem_type", None) == "multi_label_classification" else "softmax"
             )
-            self._label_matrix: torch.Tensor | None = None
         else:
-            specs = load_labels_file(self.labels_file)  # type: ignore[arg-type]
-            self.labels = [spec.name for spec in specs]
             self.scoring = "cosine"
-            self._label_matrix = self._embed_labels(specs)
+            self.label_set = self.embed_labels(load_labels_file(self.labels_file))  # type: ignore[arg-type]
         self.traced = options.trace and self._trace_forward()
         log.info(
             "model loaded",
@@ -179,10 +184,16 @@ class Encoder:
                 "dtype": str(self.dtype).removeprefix("torch."),
                 "scoring": self.scoring,
                 "labels": len(self.labels),
+                "labels_version": self.label_set.version,
                 "traced": self.traced,
                 "seconds": round(time.monotonic() - started, 2),
             },
         )
+
+    @property
+    def labels(self) -> list[str]:
+        """Names of the label set loaded at start (the model stage may have swapped in a newer one)."""
+        return list(self.label_set.names)
 
     # -- tokenization --------------------------------------------------------------------------
 
@@ -204,11 +215,15 @@ class Encoder:
 
     # -- inference -----------------------------------------------------------------------------
 
-    def encode(self, token_ids: list[list[int]]) -> EncodedBatch:
-        """One forward pass over a batch, padded to its longest sequence."""
+    def encode(self, token_ids: list[list[int]], label_set: LabelSet | None = None) -> EncodedBatch:
+        """One forward pass over a batch, padded to its longest sequence, scored with `label_set`
+        (default: the one loaded at start)."""
         input_ids, attention_mask = self._pad(token_ids)
         with torch.inference_mode():
             embeddings, scores = self._forward(input_ids, attention_mask)
+            if not self.has_head:
+                # `scores` is the unit vector here: similarity to each label's unit centroid.
+                scores = scores @ (label_set or self.label_set).matrix.T
             # One device-to-host copy per batch.
             both = torch.cat([embeddings, scores], dim=1).float().cpu().numpy()
         return EncodedBatch(embeddings=both[:, : self.dim], scores=both[:, self.dim :])
@@ -309,8 +324,8 @@ class Encoder:
         else:
             hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
             embeddings = self._pool(hidden, attention_mask)
-            unit = embeddings if self.options.normalize else torch.nn.functional.normalize(embeddings, dim=-1)
-            scores = unit @ self._label_matrix.T  # type: ignore[union-attr]
+            # Unit vectors rather than scores: `encode` scores them against the current label set.
+            scores = embeddings if self.options.normalize else torch.nn.functional.normalize(embeddings, dim=-1)
         return embeddings, scores
 
     def _pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -327,16 +342,20 @@ class Encoder:
     def _keep_last_hidden(self, module: Any, args: Any, output: Any) -> None:
         self._last_hidden.append(output[0] if isinstance(output, tuple) else output.last_hidden_state)
 
-    def _embed_labels(self, specs: list[LabelSpec]) -> torch.Tensor:
+    def embed_labels(self, definition: LabelsDefinition) -> LabelSet:
+        """A labels file's label set: each label's unit centroid of its texts' unit embeddings.
+
+        Runs the model: call it on the thread that runs `encode` (the model stage), between batches.
+        """
         centroids = []
-        for spec in specs:
+        for spec in definition.labels:
             batch = self.tokenize(list(spec.texts))
             with torch.inference_mode():
                 input_ids, attention_mask = self._pad(batch)
                 hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
                 unit = torch.nn.functional.normalize(self._pool(hidden, attention_mask), dim=-1)
                 centroids.append(torch.nn.functional.normalize(unit.mean(dim=0), dim=-1))
-        return torch.stack(centroids)
+        return file_label_set(definition, torch.stack(centroids))
 
 
 @contextmanager

@@ -9,6 +9,7 @@ from opentelemetry.trace import SpanContext
 
 from worker.batcher import Window
 from worker.decoding import Rejection
+from worker.labels import LabelSet
 from worker.offsets import OffsetEntry
 from worker.outputs import Headers, SourceCoordinates
 
@@ -33,10 +34,12 @@ class Entry:
 class ScoredWindow:
     """A window after the model: rows of `embeddings`/`scores` line up with `window.entries`.
 
-    Rows of rejected entries are left unset.
+    Rows of rejected entries are left unset. `label_set` is the one the scores' columns belong to:
+    the window is rendered with it even if a newer one has been loaded since.
     """
 
     window: Window[Entry]
     embeddings: np.ndarray
     scores: np.ndarray
+    label_set: LabelSet
     model_seconds: float = 0.0

@@ -20,6 +20,7 @@ from worker.decoding import Reason, Rejection
 from worker.encoder import EncodedBatch
 from worker.entries import Entry, ScoredWindow
 from worker.errors import FirstFailure
+from worker.labels import LabelSet
 from worker.metrics import WorkerMetrics
 from worker.tracing import Tracing
 
@@ -30,9 +31,15 @@ STOP = None  # sentinel passed down the queues at shutdown
 
 class Model(Protocol):
     dim: int
-    labels: list[str]
+    label_set: LabelSet
 
-    def encode(self, token_ids: list[list[int]]) -> EncodedBatch: ...
+    def encode(self, token_ids: list[list[int]], label_set: LabelSet | None = None) -> EncodedBatch: ...
+
+
+class LabelSource(Protocol):
+    """Where the model stage gets the label set for its next window (e.g. a `LabelsReloader`)."""
+
+    def label_set(self, now: float) -> LabelSet: ...
 
 
 class InferenceStage(threading.Thread):
@@ -45,8 +52,11 @@ class InferenceStage(threading.Thread):
         metrics: WorkerMetrics,
         tracing: Tracing | None = None,
         after_pass: Callable[[], None] | None = None,
+        labels: LabelSource | None = None,
     ) -> None:
         super().__init__(name="model", daemon=True)
+        self.labels = labels
+        self.label_set = model.label_set
         self.after_pass = after_pass  # e.g. HeapTrimmer.after_pass
         self.tracing = tracing if tracing is not None and tracing.enabled else None
         self.model = model
@@ -64,10 +74,12 @@ class InferenceStage(threading.Thread):
                 try:
                     window = self.inbox.get(timeout=1.0)
                 except queue.Empty:
+                    self._refresh_labels()  # idle: take a new label set now, not in front of a window
                     continue
                 if window is STOP:
                     self.outbox.put(STOP)
                     return
+                self._refresh_labels()
                 scored = self.score(window)
                 self.outbox.put(scored)
                 # The poll loop reads "idle" as: every window put in the inbox is done with.
@@ -76,10 +88,18 @@ class InferenceStage(threading.Thread):
             log.exception("model stage failed")
             self.failure.record(exc)
 
+    def _refresh_labels(self) -> None:
+        """Between windows only: a window is scored and rendered with one label set."""
+        if self.labels is not None:
+            self.busy_since = time.monotonic()  # embedding a new label set runs the model
+            self.label_set = self.labels.label_set(self.busy_since)
+            self.busy_since = None
+
     def score(self, window: Window[Entry]) -> ScoredWindow:
+        label_set = self.label_set
         count = len(window.entries)
         embeddings = np.zeros((count, self.model.dim), dtype=np.float32)
-        scores = np.zeros((count, len(self.model.labels)), dtype=np.float32)
+        scores = np.zeros((count, len(label_set.names)), dtype=np.float32)
         model_seconds = 0.0
         for batch in window.batches:
             self.busy_since = time.monotonic()
@@ -87,12 +107,12 @@ class InferenceStage(threading.Thread):
             started_ns = time.time_ns()
             started = time.perf_counter()
             try:
-                encoded = self.model.encode(token_ids)  # type: ignore[arg-type]
+                encoded = self.model.encode(token_ids, label_set)  # type: ignore[arg-type]
                 embeddings[batch] = encoded.embeddings
                 scores[batch] = encoded.scores
             except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the stream
                 log.warning("batch failed, retrying its events one by one", extra={"error": repr(exc)})
-                self._score_one_by_one(window, batch, embeddings, scores)
+                self._score_one_by_one(window, batch, embeddings, scores, label_set)
             elapsed = time.perf_counter() - started
             if self.after_pass is not None:
                 self.after_pass()
@@ -100,15 +120,15 @@ class InferenceStage(threading.Thread):
             self.last_beat = time.monotonic()
             model_seconds += elapsed
             self._record_batch(window, batch, elapsed, started_ns)
-        return ScoredWindow(window, embeddings, scores, model_seconds)
+        return ScoredWindow(window, embeddings, scores, label_set, model_seconds)
 
     def _score_one_by_one(
-        self, window: Window[Entry], batch: list[int], embeddings: np.ndarray, scores: np.ndarray
+        self, window: Window[Entry], batch: list[int], embeddings: np.ndarray, scores: np.ndarray, label_set: LabelSet
     ) -> None:
         for i in batch:
             entry = window.entries[i]
             try:
-                encoded = self.model.encode([entry.token_ids])  # type: ignore[list-item]
+                encoded = self.model.encode([entry.token_ids], label_set)  # type: ignore[list-item]
             except Exception as exc:  # noqa: BLE001
                 entry.rejection = Rejection(Reason.MODEL_ERROR, f"the model failed on this text: {exc!r}"[:1000])
                 continue

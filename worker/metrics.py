@@ -44,6 +44,12 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "partitions.stalled": (
         "gauge", "{partition}", "Assigned, unpaused partitions with records waiting and nothing fetched for the liveness timeout."
     ),
+    "labels.reloads": (
+        "counter",
+        "{reload}",
+        "Labels file changes seen, by result (`ok`; `failed`: it did not load, the labels in use were kept).",
+    ),
+    "labels.active": ("gauge", "{label}", "Labels in the label set in use, by `labels_version`."),
     "consumer.lag": ("gauge", "{record}", "Records behind the end of each assigned partition (from librdkafka statistics)."),
 }
 
@@ -82,7 +88,9 @@ class WorkerMetrics:
         self.delivery_errors = counter("producer.delivery_errors")
         self.commits = counter("commits")
         self.rebalances = counter("rebalances")
-        for short in ("queue.depth", "partitions.assigned", "partitions.paused", "partitions.stalled", "consumer.lag"):
+        self.labels_reloads = counter("labels.reloads")
+        gauges = ("queue.depth", "partitions.assigned", "partitions.paused", "partitions.stalled", "consumer.lag", "labels.active")
+        for short in gauges:
             _, unit, description = METRICS[short]
             self._gauges[short] = {}
             meter.create_observable_gauge(

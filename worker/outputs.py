@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
+from worker.labels import LabelSet
 from worker.settings import EmbeddingEncoding
 
 Headers = list[tuple[str, bytes]]
@@ -38,28 +39,31 @@ class SourceCoordinates:
 
 
 class OutputSerializer:
-    """Builds output values for one model; the per-window work is vectorised with numpy."""
+    """Builds output values for one model; the per-window work is vectorised with numpy.
+
+    The label set is the scored window's (`ScoredWindow.label_set`), not the serializer's: it can
+    change between windows.
+    """
 
     def __init__(
         self,
         model_name: str,
-        labels: list[str],
         scoring: str,
         top_k: int,
         embedding_encoding: EmbeddingEncoding,
         normalized: bool,
     ) -> None:
         self.model_name = model_name
-        self.labels = np.array(labels, dtype=object)
         self.scoring = scoring
-        self.top_k = min(top_k, len(labels))
+        self.top_k = top_k
         self.encoding = embedding_encoding
         self.normalized = normalized
 
     def top_labels(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Indices and scores of the best `top_k` labels per row, best first."""
-        if self.top_k < scores.shape[1]:
-            part = np.argpartition(-scores, self.top_k - 1, axis=1)[:, : self.top_k]
+        top_k = min(self.top_k, scores.shape[1])
+        if top_k < scores.shape[1]:
+            part = np.argpartition(-scores, top_k - 1, axis=1)[:, :top_k]
         else:
             part = np.tile(np.arange(scores.shape[1]), (scores.shape[0], 1))
         part_scores = np.take_along_axis(scores, part, axis=1)
@@ -67,16 +71,25 @@ class OutputSerializer:
         return np.take_along_axis(part, order, axis=1), np.take_along_axis(part_scores, order, axis=1)
 
     def labels_value(
-        self, event_id: str, label_indices: np.ndarray, label_scores: np.ndarray, source: dict, now_ms: int
+        self,
+        event_id: str,
+        label_set: LabelSet,
+        label: str | None,
+        label_indices: np.ndarray,
+        label_scores: np.ndarray,
+        source: dict,
+        now_ms: int,
     ) -> bytes:
-        names = self.labels[label_indices]
+        """`label` is the row's entry of `label_set.winners(...)`: the best label, or the fallback."""
+        names = label_set.names_array[label_indices]
         scores = label_scores.tolist()
         return orjson.dumps(
             {
                 "id": event_id,
-                "label": names[0],
+                "label": label,
                 "score": scores[0],
                 "labels": [{"label": name, "score": score} for name, score in zip(names, scores)],
+                "labels_version": label_set.version,
                 "scoring": self.scoring,
                 "model": self.model_name,
                 "source": source,

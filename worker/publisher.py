@@ -193,6 +193,7 @@ class Publisher(threading.Thread):
         rows = [i for i, entry in enumerate(entries) if entry.rejection is None]
         if self.topics.labels and rows:
             top_indices, top_scores = serializer.top_labels(scored.scores[rows])
+            winners = scored.label_set.winners(top_indices[:, 0], top_scores[:, 0])
         row_of = {i: n for n, i in enumerate(rows)}
         for i, entry in enumerate(entries):
             if entry.rejection is not None:
@@ -202,7 +203,9 @@ class Publisher(threading.Thread):
             labels_value = embeddings_value = None
             if self.topics.labels:
                 n = row_of[i]
-                labels_value = serializer.labels_value(entry.event_id, top_indices[n], top_scores[n], source, now_ms)  # type: ignore[arg-type]
+                labels_value = serializer.labels_value(
+                    entry.event_id, scored.label_set, winners[n], top_indices[n], top_scores[n], source, now_ms  # type: ignore[arg-type]
+                )
             if self.topics.embeddings:
                 embeddings_value = serializer.embeddings_value(entry.event_id, scored.embeddings[i], source, now_ms)  # type: ignore[arg-type]
             yield entry, labels_value, embeddings_value, self._headers(entry, window_span, now_ns)

@@ -63,13 +63,25 @@ class LabelsRecord(BaseModel):
     )
 
     id: str
-    label: str = Field(..., description="The winning label.")
+    label: str | None = Field(
+        ...,
+        description="The winning label: the best-scoring label, or, when its score is under that label's "
+        "`threshold` in the labels file, the file's `fallback` label (null when the file names none).",
+    )
     score: float = Field(
         ...,
-        description="The winning label's score: a probability for classification heads, "
-        "a cosine similarity for labels-file scoring.",
+        description="The best-scoring label's score (also when `label` is the fallback): a probability for "
+        "classification heads, a cosine similarity for labels-file scoring.",
     )
-    labels: list[LabelScore] = Field(..., min_length=1, description="Top-k labels, best first.")
+    labels: list[LabelScore] = Field(
+        ..., min_length=1, description="Top-k labels with their scores, best first, whatever the thresholds."
+    )
+    labels_version: str = Field(
+        ...,
+        min_length=1,
+        description="Short content hash of the label set that scored this event (the labels file's labels, "
+        "texts, thresholds and fallback; a classification head's label map). Changes when the labels do.",
+    )
     scoring: Literal["softmax", "sigmoid", "cosine"] = Field(..., description="How the scores were computed.")
     model: str
     source: SourceRef

@@ -29,6 +29,7 @@ from worker.health import WorkerStatus
 from worker.inference import STOP, InferenceStage
 from worker.intake import Intake
 from worker.kafka_clients import consumer_config, instance_id, poll_ready, producer_config
+from worker.label_reload import LabelsReloader
 from worker.memory import HeapTrimmer
 from worker.metrics import WorkerMetrics
 from worker.offsets import OffsetTracker
@@ -108,7 +109,6 @@ class Worker:
             producer.init_transactions(60.0)
         serializer = OutputSerializer(
             self.encoder.name,
-            self.encoder.labels,
             self.encoder.scoring,
             settings.output.top_k,
             settings.output.embedding_encoding,
@@ -124,6 +124,7 @@ class Worker:
             self.metrics,
             self.tracing,
             after_pass=trimmer.after_pass if trimmer is not None else None,
+            labels=self._labels_reloader(),
         )
         publisher = Publisher(
             producer,
@@ -178,6 +179,20 @@ class Worker:
             self.status.stopping = True
             self._close(producer, [inference, publisher])
         return exit_code
+
+    def _labels_reloader(self) -> LabelsReloader | None:
+        """Watches the labels file, if the model scores one and reloading is on."""
+        interval = self.settings.model.labels_reload_s
+        if self.encoder.has_head or self.encoder.labels_file is None or interval <= 0:
+            return None
+        return LabelsReloader(
+            self.encoder.labels_file,
+            interval,
+            self.encoder.label_set,
+            self.encoder.embed_labels,
+            self.metrics,
+            now=time.monotonic(),
+        )
 
     def _close(self, producer: Producer, stages: list[threading.Thread]) -> None:
         assert self.consumer is not None

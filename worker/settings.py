@@ -157,8 +157,15 @@ class ModelSettings(_Section):
     device: str = Field("auto", description="`auto` (CUDA when present), `cpu`, `cuda` or `cuda:N`.")
     labels_file: Path | None = Field(
         None,
-        description="YAML/JSON labels file for embedding-only models (labels scored by cosine similarity). "
-        "Default: the packaged moderation labels when the model has no classification head.",
+        description="YAML/JSON labels file (labels scored by cosine similarity; see docs/labels.md). Default: "
+        "the packaged moderation labels when the model has no classification head. Set with a head model, "
+        "the head is not used. Reloaded while running when it changes.",
+    )
+    labels_reload_s: float = Field(
+        5.0,
+        ge=0,
+        description="How often the labels file is checked for changes; a changed file is embedded between "
+        "windows and used from the next one (a file that does not load changes nothing). 0 switches it off.",
     )
     max_length: int = Field(
         256, gt=1, le=8192, description="Tokens per text; longer texts are truncated (or dead-lettered)."

@@ -14,7 +14,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from tests.support.model_support import LABELS, reference_outputs, save_tiny_model
 from worker.encoder import Encoder, EncoderOptions, ModelLoadError, default_model_path
-from worker.labels import load_labels_file
+from worker.labels import load_labels_file, parse_labels_file
 
 TEXTS = [
     "short",
@@ -98,7 +98,7 @@ def minilm():
 
 def test_embedding_model_scores_labels_by_cosine_similarity(minilm):
     assert not minilm.has_head and minilm.scoring == "cosine"
-    specs = load_labels_file(minilm.labels_file)
+    specs = load_labels_file(minilm.labels_file).labels
     assert minilm.labels == [spec.name for spec in specs]
     texts = ["Why was I charged twice this month?", "you are a worthless idiot"]
     out = minilm.encode(minilm.tokenize(texts))
@@ -119,6 +119,38 @@ def test_embedding_model_scores_labels_by_cosine_similarity(minilm):
     np.testing.assert_allclose(out.scores, (expected_embeddings @ centroids.T).numpy(), atol=1e-5)
     assert minilm.labels[int(out.scores[0].argmax())] == "billing question"
     assert minilm.labels[int(out.scores[1].argmax())] == "harassment"
+
+
+def test_a_new_label_set_scores_through_the_traced_pass(minilm):
+    """The label embeddings stay out of the trace: a label set embedded later scores like one
+    loaded at start, on the same traced forward pass."""
+    assert minilm.traced
+    new = minilm.embed_labels(
+        parse_labels_file(
+            b"labels:\n  - name: shipping\n    examples: [\"Where is my parcel?\", \"My package has not arrived\"]\n"
+            b"  - name: praise\n    description: Thanks and compliments\n",
+            "new.yaml",
+        )
+    )
+    assert new.names == ("shipping", "praise") and new.version != minilm.label_set.version
+    texts = ["my parcel never arrived", "thank you, great service"]
+    batch = minilm.tokenize(texts)
+    out, before = minilm.encode(batch, new), minilm.encode(batch)
+    assert out.scores.shape == (2, 2) and before.scores.shape == (2, len(minilm.labels))
+    np.testing.assert_allclose(out.embeddings, before.embeddings)
+    matrix = new.matrix.numpy()
+    np.testing.assert_allclose(out.scores, out.embeddings @ matrix.T, atol=1e-5)
+    assert out.scores.argmax(axis=1).tolist() == [0, 1]
+
+
+def test_head_models_carry_a_version_of_their_label_map(tiny_bert_dir, tmp_path):
+    encoder = Encoder(EncoderOptions(path=tiny_bert_dir, max_length=32, device="cpu", trace=False))
+    again = Encoder(EncoderOptions(path=tiny_bert_dir, max_length=32, device="cpu", trace=False))
+    assert encoder.label_set.version == again.label_set.version and len(encoder.label_set.version) == 12
+    other = Encoder(EncoderOptions(path=save_tiny_model(tmp_path, "bert", multi_label=True), max_length=32,
+                                   device="cpu", trace=False))
+    assert other.label_set.version == encoder.label_set.version  # same label map, same version
+    assert encoder.label_set.fallback is None and not encoder.label_set.has_thresholds
 
 
 def test_labels_file_turns_a_head_model_into_similarity_scoring(tmp_path, tiny_bert_dir):

@@ -5,6 +5,7 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator
 
+from worker.labels import LabelsDefinition, LabelSpec, file_label_set, head_label_set
 from worker.outputs import OutputSerializer, SourceCoordinates, decode_vector, dead_letter_headers
 from worker.records import EmbeddingsRecord, InputEvent, LabelsRecord
 from worker.schemas import render_schemas
@@ -13,8 +14,21 @@ from worker.settings import EmbeddingEncoding
 SOURCE = SourceCoordinates("events", 2, 41, 1_700_000_000_000)
 
 
+LABEL_SET = head_label_set(["ham", "spam", "toxic"])
+
+
 def serializer(encoding=EmbeddingEncoding.JSON, top_k=2):
-    return OutputSerializer("tiny", ["ham", "spam", "toxic"], "softmax", top_k, encoding, True)
+    return OutputSerializer("tiny", "softmax", top_k, encoding, True)
+
+
+def labels_record(s, scores, label_set=LABEL_SET, now_ms=123):
+    """Render each row the way the publisher does: top-k and winners per window, then per event."""
+    indices, values = s.top_labels(np.asarray(scores, dtype=np.float32))
+    winners = label_set.winners(indices[:, 0], values[:, 0])
+    return [
+        orjson.loads(s.labels_value(f"e{n}", label_set, winners[n], indices[n], values[n], SOURCE.as_dict(), now_ms))
+        for n in range(len(indices))
+    ]
 
 
 def test_top_labels_are_the_best_k_best_first():
@@ -30,14 +44,40 @@ def test_top_k_larger_than_the_label_count_gives_all_labels():
 
 
 def test_labels_value_follows_the_contract():
-    s = serializer()
-    indices, values = s.top_labels(np.array([[0.1, 0.7, 0.2]], dtype=np.float32))
-    record = orjson.loads(s.labels_value("e1", indices[0], values[0], SOURCE.as_dict(), 123))
+    (record,) = labels_record(serializer(), [[0.1, 0.7, 0.2]])
     parsed = LabelsRecord.model_validate(record)
     assert parsed.label == "spam" and parsed.score == pytest.approx(0.7)
     assert [item.label for item in parsed.labels] == ["spam", "toxic"]
+    assert parsed.labels_version == LABEL_SET.version and len(parsed.labels_version) == 12
     assert parsed.source.offset == 41 and parsed.source.timestamp_ms == 1_700_000_000_000
     assert parsed.produced_at_ms == 123
+
+
+def test_best_label_under_its_threshold_gives_the_fallback_and_keeps_every_score():
+    definition = LabelsDefinition(
+        (LabelSpec("spam", ("x",), threshold=0.6), LabelSpec("billing", ("y",)), LabelSpec("abuse", ("z",), 0.3)),
+        fallback="unsure",
+    )
+    label_set = file_label_set(definition, matrix=None)
+    scores = [
+        [0.55, 0.20, 0.10],  # spam best but under 0.6: fallback
+        [0.65, 0.20, 0.10],  # spam at or over its threshold
+        [0.10, 0.15, 0.12],  # billing has no threshold: always itself
+        [0.10, 0.05, 0.30],  # exactly at abuse's threshold: abuse
+        [0.10, 0.05, 0.29],  # just under: fallback
+    ]
+    records = labels_record(serializer(top_k=3), scores, label_set)
+    assert [r["label"] for r in records] == ["unsure", "spam", "billing", "abuse", "unsure"]
+    assert records[0]["score"] == pytest.approx(0.55)
+    assert [item["label"] for item in records[0]["labels"]] == ["spam", "billing", "abuse"]
+    assert all(r["labels_version"] == definition.version for r in records)
+    for record in records:
+        LabelsRecord.model_validate(record)
+
+    no_fallback = file_label_set(LabelsDefinition(definition.labels), matrix=None)
+    records = labels_record(serializer(), scores[:2], no_fallback)
+    assert [r["label"] for r in records] == [None, "spam"]
+    assert no_fallback.version != label_set.version  # the fallback is part of the label set
 
 
 @pytest.mark.parametrize("encoding", list(EmbeddingEncoding))
@@ -53,8 +93,12 @@ def test_embeddings_value_round_trips_in_every_encoding(encoding):
 def test_outputs_validate_against_the_published_json_schemas():
     schemas = {name: json.loads(content) for name, content in render_schemas().items()}
     s = serializer()
-    indices, values = s.top_labels(np.array([[0.3, 0.3, 0.4]], dtype=np.float32))
-    labels = orjson.loads(s.labels_value("e", indices[0], values[0], SOURCE.as_dict(), 1))
+    (labels,) = labels_record(s, [[0.3, 0.3, 0.4]])
+    (null_label,) = labels_record(s, [[0.3, 0.3, 0.4]], file_label_set(
+        LabelsDefinition((LabelSpec("a", ("x",), 0.9), LabelSpec("b", ("y",)), LabelSpec("c", ("z",), 0.5))), None
+    ))
+    assert null_label["label"] is None
+    Draft202012Validator(schemas["labels-record.schema.json"]).validate(null_label)
     embeddings = orjson.loads(s.embeddings_value("e", np.ones(4, dtype=np.float32), SOURCE.as_dict(), 1))
     Draft202012Validator(schemas["labels-record.schema.json"]).validate(labels)
     Draft202012Validator(schemas["embeddings-record.schema.json"]).validate(embeddings)

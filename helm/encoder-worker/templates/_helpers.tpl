@@ -55,6 +55,14 @@ app.kubernetes.io/component: worker
 {{- define "encoder-worker.caDir" -}}/etc/encoder-worker/kafka-ca{{- end }}
 {{- define "encoder-worker.clientCertDir" -}}/etc/encoder-worker/kafka-client{{- end }}
 {{- define "encoder-worker.homeDir" -}}/home/worker{{- end }}
+{{- define "encoder-worker.labelsDir" -}}/etc/encoder-worker/labels{{- end }}
+
+{{/* Where the labels file from `labels` is mounted; empty when `labels` sets none. */}}
+{{- define "encoder-worker.labelsFile" -}}
+{{- if .Values.labels.existingConfigMap }}{{ include "encoder-worker.labelsDir" . }}/{{ .Values.labels.key }}
+{{- else if .Values.labels.content }}{{ include "encoder-worker.configDir" . }}/labels.yaml
+{{- end }}
+{{- end }}
 
 {{/* Fail early on combinations the schema cannot express. */}}
 {{- define "encoder-worker.validate" -}}
@@ -75,6 +83,9 @@ app.kubernetes.io/component: worker
 {{- $init := .Values.model.initContainer }}
 {{- if and (eq .Values.model.source "initContainer") (not $init.repo) (not $init.command) }}
 {{- fail "model.initContainer: set repo (a Hugging Face repository) or command (model.source is initContainer)" }}
+{{- end }}
+{{- if and (include "encoder-worker.labelsFile" .) .Values.worker.model.labels_file }}
+{{- fail "worker.model.labels_file: leave it null when labels.content or labels.existingConfigMap is set (the chart points it at the mounted file)" }}
 {{- end }}
 {{- $drain := .Values.worker.delivery.drain_timeout_s | float64 }}
 {{- if lt (float64 .Values.terminationGracePeriodSeconds) (addf $drain 15) }}
@@ -114,7 +125,8 @@ app.kubernetes.io/component: worker
 
 {{/*
 The worker's config.yaml: `worker` values plus what the chart derives (credentials as mounted
-file paths, the model mount). Secret values themselves never appear here.
+file paths, the model mount, the labels file's path; not its content, so that editing the labels
+changes no checksum and rolls no pod). Secret values themselves never appear here.
 */}}
 {{- define "encoder-worker.workerConfig" -}}
 {{- $config := deepCopy .Values.worker }}
@@ -137,6 +149,9 @@ file paths, the model mount). Secret values themselves never appear here.
 {{- end }}
 {{- if and (ne .Values.model.source "image") (not $config.model.path) }}
 {{- $_ := set $config.model "path" .Values.model.mountPath }}
+{{- end }}
+{{- with include "encoder-worker.labelsFile" . }}
+{{- $_ := set $config.model "labels_file" . }}
 {{- end }}
 {{- toYaml $config }}
 {{- end }}
