@@ -24,7 +24,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+import numpy as np
+
 T = TypeVar("T")
+
+# Batches allowed more rows than this are costed with numpy (see plan_batches).
+NUMPY_ROWS = 32
 
 # Used until warm-up has measured the model's own per-pass cost.
 DEFAULT_PASS_OVERHEAD_TOKENS = 64
@@ -95,15 +100,33 @@ def plan_batches(lengths: list[int | None], policy: BatchPolicy, sort: bool) -> 
     order.sort(key=lambda i: lengths[i])  # type: ignore[arg-type, return-value]
     sizes: list[int] = [lengths[i] for i in order]  # type: ignore[misc]
     # best[end]: least cost of batching sizes[:end]; start[end]: where its last batch begins.
-    best = [0.0] + [float("inf")] * len(sizes)
-    start = [0] * (len(sizes) + 1)
-    for end in range(1, len(sizes) + 1):
+    # A batch sizes[first:end] costs longest × (end - first) + overhead, so the best first for an
+    # end is the argmin of best[first] - longest × first over the rows it may hold. Past a few
+    # dozen rows that is one numpy reduction per entry instead of a Python loop (a GPU's window of
+    # 2,048 at batch 256 took ~50 ms in pure Python, ~5 ms so); below, the loop is cheaper than the
+    # call. Both pick the earliest of equal costs (whole numbers, exact in float64).
+    count = len(sizes)
+    best = [0.0] * (count + 1)
+    best_array = np.zeros(count + 1)
+    start = [0] * (count + 1)
+    firsts = np.arange(count + 1, dtype=np.float64)
+    overhead = policy.pass_overhead_tokens
+    for end in range(1, count + 1):
         longest = sizes[end - 1]  # sorted: the last entry of a batch is its longest
         rows = max(1, min(policy.max_size, policy.max_tokens // max(1, longest), end))
-        for first in range(end - rows, end):
-            cost = best[first] + longest * (end - first) + policy.pass_overhead_tokens
-            if cost < best[end]:
-                best[end], start[end] = cost, first
+        low = end - rows
+        if rows > NUMPY_ROWS:
+            candidates = best_array[low:end] - longest * firsts[low:end]
+            pick = int(candidates.argmin())
+            first, cost = low + pick, float(candidates[pick]) + longest * end + overhead
+        else:
+            first, cost = low, float("inf")
+            for candidate in range(low, end):
+                candidate_cost = best[candidate] + longest * (end - candidate) + overhead
+                if candidate_cost < cost:
+                    first, cost = candidate, candidate_cost
+        start[end], best[end] = first, cost
+        best_array[end] = cost
     batches: list[list[int]] = []
     end = len(sizes)
     while end > 0:

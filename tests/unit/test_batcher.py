@@ -193,3 +193,40 @@ def test_a_large_pass_overhead_prefers_fewer_larger_batches():
     dear = BatchPolicy(max_size=4, max_tokens=1000, max_wait_ms=0, sort_window=8, pass_overhead_tokens=1000)
     assert plan_batches(lengths, cheap, sort=True) == [[0, 1], [2, 3]]
     assert plan_batches(lengths, dear, sort=True) == [[0, 1, 2, 3]]
+
+
+def least_cost_cuts_by_the_book(lengths, policy):
+    """The least-cost cut written as the plain dynamic programme, to hold the fast one to."""
+    order = sorted((i for i, length in enumerate(lengths) if length is not None), key=lambda i: lengths[i])
+    sizes = [lengths[i] for i in order]
+    best = [0.0] + [float("inf")] * len(sizes)
+    start = [0] * (len(sizes) + 1)
+    for end in range(1, len(sizes) + 1):
+        longest = sizes[end - 1]
+        rows = max(1, min(policy.max_size, policy.max_tokens // max(1, longest), end))
+        for first in range(end - rows, end):
+            cost = best[first] + longest * (end - first) + policy.pass_overhead_tokens
+            if cost < best[end]:
+                best[end], start[end] = cost, first
+    batches = []
+    end = len(sizes)
+    while end > 0:
+        batches.append(order[start[end] : end])
+        end = start[end]
+    return batches[::-1]
+
+
+def test_least_cost_cuts_match_the_plain_dynamic_programme_on_random_windows():
+    import random
+
+    rng = random.Random(13)
+    for _ in range(300):
+        policy = BatchPolicy(
+            max_size=rng.choice([1, 2, 7, 16, 64, 256]),
+            max_tokens=rng.choice([64, 512, 4096, 65536]),
+            sort_window=2048,
+            pass_overhead_tokens=rng.choice([0, 8, 64, 500]),
+        )
+        lengths = [rng.choice([None, *range(1, 300)]) if rng.random() < 0.1 else rng.randint(1, 300)
+                   for _ in range(rng.randint(0, 400))]
+        assert plan_batches(lengths, policy, sort=True) == least_cost_cuts_by_the_book(lengths, policy)
