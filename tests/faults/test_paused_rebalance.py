@@ -26,8 +26,11 @@ FIRST_ROUND = 6000
 SECOND_ROUND = 2000
 SESSION_TIMEOUT_S = FAST_GROUP["session.timeout.ms"] / 1000
 # Each forward pass waits this long, so the model is slower than the poll loop on any machine and
-# back-pressure keeps the partitions paused; what a worker holds still drains in about a second.
-SLOW_BATCH_S = 0.03
+# back-pressure keeps the partitions paused; a pass also outlasts the poll loop's wait for room in
+# the model's queue (0.1 s), so the loss is seen while windows are still held, as in production.
+# What a worker holds (a poll of at most 500 records, windows of 64) drains in a second or two.
+SLOW_BATCH_S = 0.15
+WINDOW = 64
 FREEZE_ATTEMPTS = 3
 
 
@@ -84,7 +87,7 @@ def test_partitions_lost_while_paused_flow_again_when_regained(
     def env(name: str) -> dict[str, str]:
         return worker_env(
             bootstrap, topics, group, delivery__instance_id=name, model__path=tiny_bert_dir, model__max_length=32,
-            batch__max_size=16, batch__sort_window=16, log__level="debug",
+            batch__max_size=WINDOW, batch__sort_window=WINDOW, log__level="debug",
         )
 
     frozen = spawn(env("frozen"), slow_batch_s=SLOW_BATCH_S)
