@@ -1,8 +1,9 @@
 """Offset tracking: which input offsets are safe to commit. Pure logic, thread-safe.
 
-Every consumed record is tracked, in consumption order, the moment it is polled. It holds one
-"in progress" token until the publisher says how many output records it produced for it
-(`expect`), then one token per output until each is acknowledged by the broker (`ack`).
+Every consumed record is tracked, in consumption order, the moment it is polled, and stays open
+until the publisher finishes it: once the broker has acknowledged every output of its window (or,
+in exactly-once mode, once the window's transaction has committed). The publisher counts
+deliveries per window, so the tracker is told once per window, not once per output.
 A partition's committable offset is one past the longest prefix of finished records, so a
 commit never passes an output that has not been delivered.
 """
@@ -15,17 +16,20 @@ from collections import deque
 TopicPartitionKey = tuple[str, int]
 
 
+OPEN, FINISHED, FORGOTTEN = 1, 0, -1
+
+
 class OffsetEntry:
-    __slots__ = ("offset", "remaining")
+    __slots__ = ("offset", "state")
 
     def __init__(self, offset: int) -> None:
         self.offset = offset
-        self.remaining = 1
+        self.state = OPEN
 
     @property
     def forgotten(self) -> bool:
         """Its partition was revoked or lost: another worker owns the record now."""
-        return self.remaining < 0
+        return self.state == FORGOTTEN
 
 
 class OffsetTracker:
@@ -46,21 +50,19 @@ class OffsetTracker:
             self._open += 1
         return entry
 
-    def expect(self, entry: OffsetEntry, outputs: int) -> bool:
-        """The record's outputs have been handed to the producer: wait for `outputs` acks.
+    def finish(self, entries: list[OffsetEntry]) -> int:
+        """These records' outputs are all delivered; returns how many it finished.
 
-        Returns True when this finished the record (no outputs to wait for).
+        Records of forgotten partitions stay forgotten: a late delivery must not finish them.
         """
-        return self.ack(entry, 1 - outputs)
-
-    def ack(self, entry: OffsetEntry, count: int = 1) -> bool:
-        """Count `count` delivered outputs; returns True when this finished the record."""
+        finished = 0
         with self._lock:
-            entry.remaining -= count
-            if entry.remaining == 0:
-                self._open -= 1
-                return True
-            return False
+            for entry in entries:
+                if entry.state == OPEN:
+                    entry.state = FINISHED
+                    finished += 1
+            self._open -= finished
+        return finished
 
     def open_count(self) -> int:
         """Records tracked but not yet finished."""
@@ -74,7 +76,7 @@ class OffsetTracker:
         with self._lock:
             for key, queue in self._partitions.items():
                 last = None
-                while queue and queue[0].remaining == 0:
+                while queue and queue[0].state == FINISHED:
                     last = queue.popleft().offset
                 if last is not None:
                     self._finished_up_to[key] = last + 1
@@ -103,12 +105,11 @@ class OffsetTracker:
             for key in keys:
                 queue = self._partitions.pop(key, None)
                 if queue:
-                    unfinished = sum(1 for entry in queue if entry.remaining > 0)
+                    unfinished = sum(1 for entry in queue if entry.state == OPEN)
                     dropped += unfinished
                     self._open -= unfinished
-                    # Parked far below zero so that late acks for them can never finish them.
                     for entry in queue:
-                        entry.remaining = -(10**9)
+                        entry.state = FORGOTTEN
                 self._finished_up_to.pop(key, None)
                 self._committed.pop(key, None)
         return dropped

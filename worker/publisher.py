@@ -1,7 +1,9 @@
 """The publish stage: a thread that turns scored windows into output records and produces them.
 
-At-least-once: each output's delivery report acknowledges its input offset in the tracker; the
-poll loop commits what the tracker says is finished. Exactly-once: each window's outputs and its
+At-least-once: a window's delivery reports are counted by one `WindowDelivery` (one bound method
+is the callback of all its outputs: no object, lock or partial per record); when the last one is in,
+the window's records are finished in the tracker at once, and the poll loop commits what the
+tracker says is finished. Exactly-once: each window's outputs and its
 input offsets are committed in one Kafka transaction.
 
 Outputs are produced in window order, which is input order, so a partition's outputs keep the
@@ -15,7 +17,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 from confluent_kafka import KafkaException, Producer, TopicPartition
@@ -98,38 +99,45 @@ class Publisher(threading.Thread):
     # -- at-least-once -------------------------------------------------------------------------
 
     def publish(self, scored: ScoredWindow) -> None:
-        for entry, labels_value, embeddings_value, headers in self._render(scored):
+        rendered = list(self._render(scored))
+        rejected = sum(1 for row in rendered if row[0].rejection is not None)
+        outputs = rejected + (len(rendered) - rejected) * self.outputs_per_event
+        # Counted before anything is produced: a report may arrive while the window is still produced.
+        delivery = WindowDelivery(self, scored.window.entries, outputs)
+        callback = delivery.delivered
+        for entry, labels_value, embeddings_value, headers in rendered:
             if entry.rejection is not None:
-                self.tracker.expect(entry.offset, 1)
-                self._produce_dead_letter(entry, partial(self._delivered, entry))
+                self._produce_dead_letter(entry, callback)
                 continue
-            # Expect before producing: a delivery report may arrive while we are still producing.
-            self.tracker.expect(entry.offset, self.outputs_per_event)
-            callback = partial(self._delivered, entry)
             if labels_value is not None:
                 self._send(self.topics.labels, labels_value, entry.key, headers, callback)
             if embeddings_value is not None:
                 self._send(self.topics.embeddings, embeddings_value, entry.key, headers, callback)
+        if outputs == 0:
+            self._finished(scored.window.entries)
         self.producer.poll(0)
 
-    def _delivered(self, entry: Entry, error: Any, message: Any) -> None:
-        if error is not None:
-            self.metrics.delivery_errors.add(1, {"topic": message.topic()})
-            self.failure.record(
-                DeliveryError(
-                    f"output record for {entry.source.default_id()} was not delivered to "
-                    f"{message.topic()!r}: {error.str()}"
-                )
+    def _undelivered(self, entries: list[Entry], error: Any, message: Any) -> None:
+        self.metrics.delivery_errors.add(1, {"topic": message.topic()})
+        first, last = entries[0].source, entries[-1].source
+        self.failure.record(
+            DeliveryError(
+                f"an output record (key {message.key()!r}) of the window {first.default_id()} … "
+                f"{last.default_id()} was not delivered to {message.topic()!r}: {error.str()}"
             )
-            return
-        if self.tracker.ack(entry.offset):
-            self._finished(entry)
+        )
 
-    def _finished(self, entry: Entry) -> None:
-        if entry.rejection is None:
-            self.metrics.events_labelled.add(1)
-        if entry.source.timestamp_ms is not None:
-            self.metrics.end_to_end_latency.record(max(0.0, time.time() - entry.source.timestamp_ms / 1000.0))
+    def _finished(self, entries: list[Entry]) -> None:
+        """Every output of these entries is delivered (or committed): finish them, count them once."""
+        self.tracker.finish([entry.offset for entry in entries])
+        labelled = sum(1 for entry in entries if entry.rejection is None)
+        if labelled:
+            self.metrics.events_labelled.add(labelled)
+        now_s = time.time()
+        record = self.metrics.end_to_end_latency.record
+        for entry in entries:
+            if entry.source.timestamp_ms is not None:
+                record(max(0.0, now_s - entry.source.timestamp_ms / 1000.0))
 
     # -- exactly-once --------------------------------------------------------------------------
 
@@ -164,9 +172,7 @@ class Publisher(threading.Thread):
                 self.producer.abort_transaction(TRANSACTION_TIMEOUT_S)
                 time.sleep(min(2.0, 0.1 * 2**attempt))
         self.metrics.commits.add(1, {"result": "ok"})
-        for entry, _, _, _ in rendered:
-            self.tracker.expect(entry.offset, 0)
-            self._finished(entry)
+        self._finished([entry for entry, _, _, _ in rendered])
 
     def _commit_transaction(self) -> None:
         while True:
@@ -268,3 +274,25 @@ def _next_offsets(entries: list[Entry]) -> list[TopicPartition]:
         key = (entry.source.topic, entry.source.partition)
         positions[key] = max(positions.get(key, -1), entry.source.offset + 1)
     return [TopicPartition(topic, partition, offset) for (topic, partition), offset in positions.items()]
+
+
+class WindowDelivery:
+    """Counts one window's delivery reports (served on the publish thread by `producer.poll`)."""
+
+    __slots__ = ("publisher", "entries", "remaining", "failed")
+
+    def __init__(self, publisher: Publisher, entries: list[Entry], outputs: int) -> None:
+        self.publisher = publisher
+        self.entries = entries
+        self.remaining = outputs
+        self.failed = False
+
+    def delivered(self, error: Any, message: Any) -> None:
+        """librdkafka's delivery callback for every output of the window; never raises."""
+        if error is not None:
+            self.failed = True  # the window is never finished: nothing past it is committed
+            self.publisher._undelivered(self.entries, error, message)
+            return
+        self.remaining -= 1
+        if self.remaining == 0 and not self.failed:
+            self.publisher._finished(self.entries)

@@ -6,43 +6,28 @@ from worker.offsets import OffsetTracker
 def test_commits_only_the_finished_prefix():
     tracker = OffsetTracker()
     entries = [tracker.track("t", 0, offset) for offset in range(5)]
-    for entry in entries:
-        tracker.expect(entry, 2)
-    tracker.ack(entries[0])
-    tracker.ack(entries[0])
-    tracker.ack(entries[2])
-    tracker.ack(entries[2])
+    tracker.finish([entries[0], entries[2]])
     assert tracker.committable() == {("t", 0): 1}
-    tracker.ack(entries[1])
-    assert tracker.committable() == {("t", 0): 1}  # one of two outputs is not enough
-    tracker.ack(entries[1])
+    tracker.finish([entries[1]])
     assert tracker.committable() == {("t", 0): 3}
     assert tracker.open_count() == 2
 
 
-def test_ack_reports_when_a_record_finishes():
+def test_finish_reports_how_many_it_finished_and_counts_each_record_once():
     tracker = OffsetTracker()
-    entry = tracker.track("t", 0, 7)
-    assert tracker.expect(entry, 2) is False
-    assert tracker.ack(entry) is False
-    assert tracker.ack(entry) is True
+    entries = [tracker.track("t", 0, offset) for offset in range(3)]
+    assert tracker.finish(entries[:2]) == 2
+    assert tracker.finish(entries) == 1  # the first two were finished already
+    assert tracker.open_count() == 0
+    assert tracker.committable() == {("t", 0): 3}
 
 
-def test_acks_that_arrive_while_outputs_are_still_being_produced():
+def test_nothing_is_committable_before_a_window_is_finished():
     tracker = OffsetTracker()
-    entry = tracker.track("t", 0, 0)
-    tracker.expect(entry, 2)
-    tracker.ack(entry)
+    window = [tracker.track("t", 0, offset) for offset in range(4)]
     assert tracker.committable() == {}
-    tracker.ack(entry)
-    assert tracker.committable() == {("t", 0): 1}
-
-
-def test_record_with_no_outputs_finishes_at_expect():
-    tracker = OffsetTracker()
-    entry = tracker.track("t", 1, 41)
-    assert tracker.expect(entry, 0) is True
-    assert tracker.committable() == {("t", 1): 42}
+    tracker.finish(window)
+    assert tracker.committable() == {("t", 0): 4}
 
 
 def test_partitions_are_independent_and_offsets_may_have_gaps():
@@ -50,14 +35,13 @@ def test_partitions_are_independent_and_offsets_may_have_gaps():
     a = tracker.track("t", 0, 10)
     b = tracker.track("t", 1, 3)
     c = tracker.track("t", 0, 14)  # compacted topic: offsets 11-13 never arrive
-    for entry in (a, b, c):
-        tracker.expect(entry, 0)
+    tracker.finish([a, b, c])
     assert tracker.committable() == {("t", 0): 15, ("t", 1): 4}
 
 
 def test_mark_committed_hides_unchanged_partitions_until_a_commit_fails():
     tracker = OffsetTracker()
-    tracker.expect(tracker.track("t", 0, 0), 0)
+    tracker.finish([tracker.track("t", 0, 0)])
     offsets = tracker.committable()
     tracker.mark_committed(offsets)
     assert tracker.committable() == {}
@@ -66,29 +50,27 @@ def test_mark_committed_hides_unchanged_partitions_until_a_commit_fails():
     assert tracker.committable() == {("t", 0): 1}
 
 
-def test_forget_drops_partitions_and_ignores_late_acks():
+def test_forget_drops_partitions_and_ignores_late_deliveries():
     tracker = OffsetTracker()
     entry = tracker.track("t", 0, 0)
     tracker.track("t", 1, 0)
-    tracker.expect(entry, 1)
     assert tracker.forget([("t", 0)]) == 1
     assert tracker.open_count() == 1
-    assert tracker.ack(entry) is False
+    assert entry.forgotten
+    assert tracker.finish([entry]) == 0  # its window's outputs were delivered after the loss
     assert tracker.open_count() == 1
     assert ("t", 0) not in tracker.committable(include_committed=True)
 
 
-def test_concurrent_acks_are_counted_exactly():
+def test_concurrent_finishes_are_counted_exactly():
     tracker = OffsetTracker()
     entries = [tracker.track("t", 0, offset) for offset in range(2000)]
-    for entry in entries:
-        tracker.expect(entry, 4)
 
-    def ack_all():
-        for entry in entries:
-            tracker.ack(entry)
+    def finish_windows(start):
+        for first in range(start, 2000, 400):
+            tracker.finish(entries[first : first + 100])
 
-    threads = [threading.Thread(target=ack_all) for _ in range(4)]
+    threads = [threading.Thread(target=finish_windows, args=(start,)) for start in (0, 100, 200, 300)]
     for thread in threads:
         thread.start()
     for thread in threads:
