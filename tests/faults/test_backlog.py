@@ -21,10 +21,11 @@ TEXT_BYTES = 60
 BATCH = 128
 # On any machine the model stage must be slower than the poll loop, or nothing is paused: a wait after
 # each pass caps it at BATCH / BACKLOG_PASS_S = 2,560 events/s, where the poll loop decodes and
-# tokenizes ~13,000/s (2-core EPYC, shared with other work). Publishing was slower still there (~850
-# events/s end to end), so the wait costs no time on such a machine.
+# tokenizes ~13,000/s (2-core EPYC, shared with other work). An idle machine of that kind did the
+# whole backlog at ~3,100 events/s without the cap: it costs a fifth more time there, none when shared.
 BACKLOG_PASS_S = 0.05
-# Processed in 240 s on that machine with half its CPU taken by other work: room for one twice as slow.
+# Processed in 240-273 s on that machine with about half its CPU taken by other work (~65 s idle):
+# room for one twice as slow.
 PROCESSING_LIMIT_S = 540
 GROWTH_LIMIT_MB = 150  # peak over the RSS after warm-up: prefetch, batches, producer queue, allocator
 LATE_GROWTH_LIMIT_MB = 40  # growth over the last four fifths of the backlog
