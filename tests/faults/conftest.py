@@ -18,12 +18,17 @@ def group() -> str:
 
 
 @pytest.fixture
-def spawn() -> Iterator[Callable[[dict[str, str]], WorkerProcess]]:
-    """Start worker processes; whatever is still running at the end of the test is killed."""
+def spawn() -> Iterator[Callable[..., WorkerProcess]]:
+    """Start worker processes; whatever is still running at the end of the test is killed.
+
+    `spawn(env, slow_batch_s=0.1)` slows each forward pass by that much (see WorkerProcess).
+    """
     started: list[WorkerProcess] = []
 
-    def start(env: dict[str, str]) -> WorkerProcess:
-        worker = WorkerProcess(env)
+    def start(
+        env: dict[str, str], slow_batch_s: float | None = None, slow_load_s: float | None = None
+    ) -> WorkerProcess:
+        worker = WorkerProcess(env, slow_batch_s=slow_batch_s, slow_load_s=slow_load_s)
         started.append(worker)
         return worker
 

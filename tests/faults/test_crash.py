@@ -11,6 +11,10 @@ from tests.support.kafka_support import committed_at_end, end_offsets, json_even
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 EVENTS = 4000
+BATCH = 32
+# The first worker's passes are slowed so that it cannot get through the input before the kill on any
+# machine: at most BATCH / KILLED_PASS_S = 640 events/s, so the 4,000 take 6 s or more.
+KILLED_PASS_S = 0.05
 
 
 def test_kill_9_mid_run_then_restart_loses_nothing(bootstrap, worker_topics, tiny_bert_dir, group, spawn):
@@ -19,11 +23,11 @@ def test_kill_9_mid_run_then_restart_loses_nothing(bootstrap, worker_topics, tin
     produce(bootstrap, topics["input"], events)
     env = worker_env(
         bootstrap, topics, group,
-        model__path=tiny_bert_dir, model__max_length=32, batch__max_size=32, batch__max_wait_ms=20,
+        model__path=tiny_bert_dir, model__max_length=32, batch__max_size=BATCH, batch__max_wait_ms=20,
     )
     wanted = {f"k{i}" for i in range(EVENTS)}
     with TopicReader(bootstrap, topics["labels"]) as labels, TopicReader(bootstrap, topics["embeddings"]) as embeddings:
-        first = spawn(env)
+        first = spawn(env, slow_batch_s=KILLED_PASS_S)
         wait_until(lambda: labels.read() >= EVENTS // 3 or not first.running(), timeout_s=180,
                    what="a third of the outputs")
         assert first.running(), first.logs()[-3000:]
@@ -32,6 +36,9 @@ def test_kill_9_mid_run_then_restart_loses_nothing(bootstrap, worker_topics, tin
         committed_at_kill = committed_snapshot(bootstrap, group, topics["input"])
         labels.read_until(0, timeout_s=1, quiet_s=2)  # all that the killed worker got delivered
         outputs_before_restart = len(labels.messages)
+        done_at_kill = len(labels.distinct_ids())
+        # Killed with work left, or the restart has nothing to recover.
+        assert done_at_kill < EVENTS, f"the worker finished all {EVENTS} events before the kill"
         # Outputs written for offsets past the committed position: what a restart must write again.
         uncommitted_window = sum(
             1
@@ -51,7 +58,8 @@ def test_kill_9_mid_run_then_restart_loses_nothing(bootstrap, worker_topics, tin
 
     repeated = duplicates(labels.messages)
     print(
-        f"\nkill -9 after {outputs_before_restart} of {EVENTS} label records; committed at kill: {committed_at_kill}; "
+        f"\nkill -9 after {outputs_before_restart} label records ({done_at_kill} of {EVENTS} events); "
+        f"committed at kill: {committed_at_kill}; "
         f"uncommitted window: {uncommitted_window}; duplicated labels after restart: {repeated.total}; "
         f"duplicated embeddings: {duplicates(embeddings.messages).total}"
     )

@@ -28,6 +28,11 @@ from tests.support.kafka_support import committed_at_end, end_offsets, json_even
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
+BATCH = 32
+# A worker that is to be killed mid-stream gets its passes slowed, so that on any machine it cannot get
+# through the input first: at most BATCH / KILLED_PASS_S = 640 events/s.
+KILLED_PASS_S = 0.05
+
 ABORTED_VISIBLE = (
     "the broker shows records of aborted transactions to read_committed consumers (Tansu 0.6 does), so an "
     "exactly-once outcome cannot be observed on it; run this test against Apache Kafka "
@@ -39,7 +44,7 @@ def eos_env(bootstrap, topics, group, tiny_bert_dir, instance: str) -> dict[str,
     return worker_env(
         bootstrap, topics, group, delivery__mode="exactly_once", delivery__instance_id=instance,
         delivery__transactional_id_prefix=f"eos-{group}",
-        model__path=tiny_bert_dir, model__max_length=32, batch__max_size=32, batch__max_wait_ms=20,
+        model__path=tiny_bert_dir, model__max_length=32, batch__max_size=BATCH, batch__max_wait_ms=20,
     )
 
 
@@ -82,9 +87,17 @@ def test_transactions_carry_outputs_and_offsets_and_a_restart_reprocesses_nothin
         assert not [m for m in messages_logged(worker) if "transaction" in m], "a transaction was aborted or failed"
 
         restarted = spawn(env)
-        produce(bootstrap, topics["input"], [(None, json_event(f"y{i}", f"after the restart {i}")) for i in range(20)])
+        # Keyed so that every partition gets new events (the keys hash to all three).
+        produce(bootstrap, topics["input"],
+                [(f"after-{i}".encode(), json_event(f"y{i}", f"after the restart {i}")) for i in range(20)])
+        new_ends = end_offsets(bootstrap, topics["input"], len(records) + 20)
+        assert all(new_ends[p] > ends.get(p, 0) for p in range(3)), (ends, new_ends)
         labels.read_until_ids(wanted | {f"y{i}" for i in range(20)}, timeout_s=120)
-        labels.read_until(0, timeout_s=1, quiet_s=3)  # anything reprocessed would show up now
+        # Each partition's offset passes its new events in the transaction that carries their outputs, after
+        # any transaction of what came before them: once there, anything reprocessed is in the topic.
+        wait_until(lambda: committed_at_end(bootstrap, group, topics["input"], 3, new_ends), timeout_s=30,
+                   what="offsets after the restart to reach the end of the input")
+        labels.read_until(0, timeout_s=1, quiet_s=2)
         assert restarted.stop() == 0, restarted.logs()[-3000:]
 
     assert len(labels.messages) == len(wanted) + 20 and duplicates(labels.messages).total == 0
@@ -131,10 +144,14 @@ def test_kill_9_mid_transaction_each_output_is_seen_once(
     wanted = {f"z{i}" for i in range(events)}
     with TopicReader(bootstrap, topics["labels"], isolation="read_committed") as labels, \
             TopicReader(bootstrap, topics["embeddings"], isolation="read_committed") as embeddings:
-        first = spawn(env)
+        first = spawn(env, slow_batch_s=KILLED_PASS_S)
         wait_until(lambda: labels.read() >= events // 3, timeout_s=180, what="a third of the outputs")
+        assert first.running(), first.logs()[-3000:]
         first.process.kill()  # mid-stream, so most likely with a transaction open
         first.process.wait()
+        labels.read_until(0, timeout_s=1, quiet_s=2)  # all that the killed worker's transactions committed
+        done_at_kill = len(labels.distinct_ids())
+        assert done_at_kill < events, f"the worker finished all {events} events before the kill"
         # Same identity, same transactional.id: the new producer fences the old one and aborts its transaction.
         second = spawn(env)
         labels.read_until_ids(wanted, timeout_s=180)

@@ -121,15 +121,16 @@ def test_outputs_not_acknowledged_in_time_stop_the_worker_and_a_restart_loses_no
     topics = {"input": "in", "labels": "labels", "embeddings": "emb", "dead_letter": "dlq"}
     for name in topics.values():
         create_topic(bootstrap, name, 1 if name == "dlq" else 3)
-    # The hang must find outputs not yet delivered, whatever the timing: a backlog keeps the worker busy,
-    # and a long linger.ms holds each output in the producer for a while before it is sent.
+    # The hang must find outputs not yet delivered, whatever the timing: a backlog keeps the (slowed) worker
+    # busy, and a long linger.ms holds each output in the producer for a while before it is sent.
     ids = [f"t{i}" for i in range(10_000)]
     produce(bootstrap, topics["input"], [(f"key-{i % 20}".encode(), json_event(event_id, f"event {i}"))
                                          for i, event_id in enumerate(ids)])
     common = dict(model__path=tiny_bert_dir, model__max_length=32, batch__max_size=32, batch__max_wait_ms=20)
     impatient = worker_env(bootstrap, topics, group, kafka__producer_config={"message.timeout.ms": 3000, "linger.ms": 1500}, **common)
     with TopicReader(bootstrap, topics["labels"]) as labels:
-        worker = spawn(impatient)
+        # Slowed passes (at most 32 / 0.05 = 640 events/s) keep it from finishing before the hang on any machine.
+        worker = spawn(impatient, slow_batch_s=0.05)
         wait_until(lambda: labels.read() >= 300, timeout_s=120, what="the first outputs")
         pausable_broker.pause()
         time.sleep(12)

@@ -28,6 +28,9 @@ from worker.local_broker import free_port
 
 pytestmark = pytest.mark.integration
 
+# The model takes at least this long to load, so that "not ready" can be seen on any machine and device.
+LOADING_S = 2.0
+
 
 def get(url: str) -> tuple[int, bytes]:
     try:
@@ -61,7 +64,7 @@ def test_probes_metrics_and_logs_follow_the_events(bootstrap, worker_topics):
     port = free_port()
     env = worker_env(bootstrap, topics, f"g-{uuid.uuid4().hex[:8]}", http__port=port)
     codes: list[int] = []
-    with WorkerProcess(env) as worker:
+    with WorkerProcess(env, slow_load_s=LOADING_S) as worker:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             code, body = get(f"http://127.0.0.1:{port}/readyz")

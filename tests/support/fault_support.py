@@ -7,7 +7,6 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -214,34 +213,6 @@ class RssSampler(threading.Thread):
     @property
     def peak_mb(self) -> float:
         return max(rss for _, rss in self.samples)
-
-
-def save_slow_model(directory: Path, layers: int, hidden: int, heads: int) -> Path:
-    """A BERT with random weights, big enough that a batch takes seconds on a CPU (the MiniLM tokenizer)."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
-
-    from tests.support.model_support import LABELS
-    from worker.encoder import default_model_path
-
-    tokenizer = AutoTokenizer.from_pretrained(default_model_path())
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=hidden * 4,
-        max_position_embeddings=512,
-        num_labels=len(LABELS),
-        id2label=LABELS,
-        label2id={v: k for k, v in LABELS.items()},
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(99)
-    AutoModelForSequenceClassification.from_config(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
-
 
 
 class SteadyProducer(threading.Thread):

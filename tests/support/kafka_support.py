@@ -14,6 +14,7 @@ from pathlib import Path
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from tests.support.slow_worker import SLOW_BATCH_ENV, SLOW_LOAD_ENV
 from worker.local_broker import create_topics, read_topic
 
 REPO = Path(__file__).resolve().parents[2]
@@ -125,12 +126,27 @@ def worker_env(bootstrap: str, topics: dict[str, str], group: str, **settings: o
 
 
 class WorkerProcess:
-    """`python -m worker run` in a subprocess, its logs in a file."""
+    """`python -m worker run` in a subprocess, its logs in a file.
 
-    def __init__(self, env: dict[str, str], args: list[str] | None = None) -> None:
+    `slow_batch_s` (a wait after each forward pass) and `slow_load_s` (a wait before the model
+    loads) run it through tests.support.slow_worker instead: the same worker with a model slower
+    than something on any machine, for tests whose point needs that.
+    """
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        args: list[str] | None = None,
+        slow_batch_s: float | None = None,
+        slow_load_s: float | None = None,
+    ) -> None:
         self.log_file = tempfile.NamedTemporaryFile(prefix="worker-", suffix=".log", delete=False)
+        module = "worker"
+        if slow_batch_s is not None or slow_load_s is not None:
+            module = "tests.support.slow_worker"
+            env = {**env, SLOW_BATCH_ENV: str(slow_batch_s or 0), SLOW_LOAD_ENV: str(slow_load_s or 0)}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "worker", "run", *(args or [])],
+            [sys.executable, "-m", module, "run", *(args or [])],
             env=env,
             cwd=REPO,
             stdout=self.log_file,
