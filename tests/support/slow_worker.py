@@ -24,8 +24,8 @@ def slow_down(encoder: Any, seconds: float) -> None:
     """Make this encoder wait `seconds` after each forward pass (on the thread that runs it)."""
     real_encode = encoder.encode
 
-    def encode(token_ids: list[list[int]]) -> Any:
-        encoded = real_encode(token_ids)
+    def encode(token_ids: list[list[int]], *args: Any, **kwargs: Any) -> Any:
+        encoded = real_encode(token_ids, *args, **kwargs)
         time.sleep(seconds)  # releases the GIL, as a long torch pass does
         return encoded
 

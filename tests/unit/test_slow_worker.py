@@ -10,11 +10,13 @@ from tests.support.slow_worker import SLOW_BATCH_ENV, seconds_from, slow_down
 
 
 class CountingEncoder:
-    def __init__(self) -> None:
-        self.calls: list[list[list[int]]] = []
+    """Takes what `worker.encoder.Encoder.encode` takes: token ids and the label set to score with."""
 
-    def encode(self, token_ids: list[list[int]]) -> str:
-        self.calls.append(token_ids)
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[list[int]], object]] = []
+
+    def encode(self, token_ids: list[list[int]], label_set: object = None) -> str:
+        self.calls.append((token_ids, label_set))
         return f"encoded {len(token_ids)}"
 
 
@@ -22,9 +24,9 @@ def test_slowed_encoder_returns_the_real_result_after_the_wait():
     encoder = CountingEncoder()
     slow_down(encoder, 0.2)
     started = time.monotonic()
-    result = encoder.encode([[1, 2], [3]])
+    result = encoder.encode([[1, 2], [3]], "labels v2")
     assert time.monotonic() - started >= 0.2
-    assert result == "encoded 2" and encoder.calls == [[[1, 2], [3]]]
+    assert result == "encoded 2" and encoder.calls == [([[1, 2], [3]], "labels v2")]
 
 
 @pytest.mark.parametrize("raw", ["-1", "soon", "nan"])
