@@ -35,6 +35,7 @@ class Intake:
         self.reject_overlength = reject_overlength
         self.tracker = tracker
         self.tracing = tracing if tracing is not None and tracing.enabled else None
+        self.tokenize_seconds = 0.0  # the tokenizer's own share of the last `accept`
 
     def accept(self, messages: Sequence[Any]) -> list[tuple[Entry, int | None]]:
         """Entries in message order, each with its token count (None when rejected).
@@ -74,7 +75,10 @@ class Intake:
             entries.append(entry)
 
         overflow = 1 if self.reject_overlength else 0
-        for row, ids in zip(text_rows, self.tokenize(texts, overflow)):
+        started = time.perf_counter()
+        token_ids = self.tokenize(texts, overflow)
+        self.tokenize_seconds = time.perf_counter() - started
+        for row, ids in zip(text_rows, token_ids):
             entry = entries[row]
             if len(ids) > self.max_length:
                 entry.rejection = Rejection(

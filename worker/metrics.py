@@ -32,7 +32,10 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "batch.tokens": ("histogram", "{token}", "Padded tokens per forward pass (longest × size)."),
     "batch.padding_ratio": ("histogram", "1", "Padded tokens / real tokens per forward pass."),
     "model.duration": ("histogram", "s", "Model time per forward pass (tokens on device to scores on host)."),
-    "tokenize.duration": ("histogram", "s", "Tokenizer time per polled chunk."),
+    "intake.duration": (
+        "histogram", "s", "The poll thread's work on one polled chunk: decoding, validating, offset tracking, tokenizing."
+    ),
+    "tokenize.duration": ("histogram", "s", "The tokenizer's own time on one polled chunk's texts."),
     "publish.duration": ("histogram", "s", "Serialising and handing one window's outputs to the producer."),
     "end_to_end.latency": ("histogram", "s", "From the input record's timestamp to the delivery of its outputs."),
     "queue.depth": ("gauge", "{window}", "Windows waiting between stages, by stage (`model`, `publish`)."),
@@ -82,6 +85,7 @@ class WorkerMetrics:
         self.batch_tokens = histogram("batch.tokens", TOKEN_BUCKETS)
         self.batch_padding_ratio = histogram("batch.padding_ratio", RATIO_BUCKETS)
         self.model_duration = histogram("model.duration", DURATION_BUCKETS)
+        self.intake_duration = histogram("intake.duration", DURATION_BUCKETS)
         self.tokenize_duration = histogram("tokenize.duration", DURATION_BUCKETS)
         self.publish_duration = histogram("publish.duration", DURATION_BUCKETS)
         self.end_to_end_latency = histogram("end_to_end.latency", DURATION_BUCKETS)

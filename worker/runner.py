@@ -224,7 +224,8 @@ class Worker:
                 started_ns = time.time_ns()
                 accepted = intake.accept(good)
                 ended_ns = time.time_ns()
-                self.metrics.tokenize_duration.record((ended_ns - started_ns) / 1e9)
+                self.metrics.intake_duration.record((ended_ns - started_ns) / 1e9)
+                self.metrics.tokenize_duration.record(intake.tokenize_seconds)
                 for topic, count in _count_by_topic(good).items():
                     self.metrics.events_consumed.add(count, {"topic": topic})
                 if self.tracing.enabled:
