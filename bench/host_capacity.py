@@ -80,6 +80,12 @@ def kafka_pass_through(bootstrap: str, topics: TopicSet, events: int, timeout_s:
                          "queued.max.messages.kbytes": 16384, **QUIET})
     consumer.assign([TopicPartition(topics.input, p, 0) for p in range(INPUT_PARTITIONS)])
     producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_DEFAULTS, **QUIET})
+    # A new idempotent producer's first flush waits for its connections, metadata and producer id
+    # (~1 s on Tansu): the worker's producer is long-lived, so that wait is taken before the clock starts.
+    for topic in (topics.labels, topics.embeddings):
+        producer.produce(topic, b"{}", b"warm-up")
+    if producer.flush(30):
+        raise RuntimeError("pass-through: the producer could not deliver its warm-up records")
     done, started = 0, None
     deadline = time.monotonic() + timeout_s
     try:
