@@ -57,6 +57,11 @@ def target_met(ratio: float, target: float = TARGET) -> bool:
     return ratio >= target
 
 
+def exit_code(ratio: float, check: bool) -> int:
+    """1 only when asked to check and the target is missed: today's worker is known to miss it."""
+    return 1 if check and not target_met(ratio) else 0
+
+
 def median_rates(rounds: list[HostRound]) -> dict[str, float]:
     return {name: statistics.median(r.parts[name] for r in rounds) for name in rounds[0].parts}
 
@@ -186,7 +191,7 @@ def splice(document: str, section: str) -> str:
     """`document` with its host-capacity section replaced by `section` (appended when it has none)."""
     if _SECTION.search(document):
         return _SECTION.sub(lambda _: section, document, count=1)
-    return document.rstrip("\n") + "\n\n" + section
+    return document.rstrip("\n") + "\n\n" + section if document.strip() else section
 
 
 def carry_over(old_document: str | None, new_document: str) -> str:

@@ -65,8 +65,10 @@ def test_the_ratio_is_the_worker_over_the_slowest_part_of_its_own_round():
 
 
 @pytest.mark.parametrize(("ratio", "met"), [(0.19, False), (0.6499, False), (0.65, True), (1.2, True)])
-def test_the_target_is_0_65_of_the_slowest_part(ratio, met):
+def test_the_target_is_0_65_of_the_slowest_part_and_fails_the_run_only_with_check(ratio, met):
     assert host_report.target_met(ratio) is met
+    assert host_report.exit_code(ratio, check=True) == (0 if met else 1)
+    assert host_report.exit_code(ratio, check=False) == 0
 
 
 def test_cpu_per_event_is_the_median_over_rounds_busiest_first_and_zero_where_a_thread_did_not_run():
@@ -113,6 +115,7 @@ def test_the_section_is_replaced_in_place_and_kept_when_bench_run_rewrites_the_r
     rewritten = "# Benchmarks\n\nnew figures\n"
     kept = host_report.carry_over(twice, rewritten)
     assert kept.startswith(rewritten) and second in kept
+    assert host_report.splice("", first) == first  # a new file holds the section alone
     assert host_report.carry_over(None, rewritten) == rewritten
     assert host_report.carry_over("no section here", rewritten) == rewritten
 
@@ -122,3 +125,5 @@ def test_quick_sizes_write_no_file_unless_asked():
     assert (quick.events, quick.rounds, quick.out, quick.check) == (8000, 2, None, False)
     full = host_capacity.parse_args(["--check"])
     assert (full.events, full.rounds, full.out, full.check) == (30_000, 5, host_capacity.DEFAULT_OUT, True)
+    assert full.model_threads == 0  # the worker's default: every usable core
+    assert host_capacity.parse_args(["--model-threads", "1"]).model_threads == 1
