@@ -37,6 +37,7 @@ from bench import ceiling, dataset, machine, phases  # noqa: E402
 from bench.patches import JEMALLOC  # noqa: E402
 from bench.phases import log  # noqa: E402
 from bench.report import markdown_table  # noqa: E402
+from bench.thread_cpu import parse_stat, read_threads  # noqa: E402
 from bench.topics import FAST_GROUP, CommitWatcher, InputWriter, OutputReader, broker, fresh_topics  # noqa: E402
 from bench.worker_process import RssSampler, WorkerProcess  # noqa: E402
 
@@ -287,30 +288,16 @@ def run_latency(args: argparse.Namespace) -> None:
 # -- CPU per thread ----------------------------------------------------------------------------
 
 
-def read_stat(path: str) -> tuple[str, list[str]]:
-    """The name and the fields after it of a /proc stat file (the name may hold spaces)."""
-    name, rest = Path(path).read_text().split("(", 1)[1].rsplit(")", 1)
-    return name, rest.split()
-
-
 def process_counters(pid: int) -> dict[str, float]:
     """Minor page faults and user/system CPU seconds of a whole process."""
-    fields = read_stat(f"/proc/{pid}/stat")[1]
+    fields = parse_stat(Path(f"/proc/{pid}/stat").read_text())[1]
     ticks = os.sysconf("SC_CLK_TCK")
     return {"minor faults": int(fields[7]), "user s": int(fields[11]) / ticks, "system s": int(fields[12]) / ticks}
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
     """CPU seconds (user + system) of each thread, keyed "name:tid"."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    seconds = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            name, fields = read_stat(f"/proc/{pid}/task/{tid}/stat")
-        except OSError:  # the thread ended
-            continue
-        seconds[f"{name}:{tid}"] = (int(fields[11]) + int(fields[12])) / ticks
-    return seconds
+    return {f"{thread.name}:{tid}": thread.seconds for tid, thread in read_threads(pid).items()}
 
 
 def cpu_snapshot(pid: int) -> tuple[dict[str, float], dict[str, float]]:

@@ -1,6 +1,7 @@
 """Changes to the worker tried out by `bench/experiments.py`, applied in the worker's own process.
 
-Nothing here is used by the benchmark itself (`bench/run.py` measures the worker as it is).
+Nothing here is used by the benchmark itself (`bench/run.py` measures the worker as it is),
+except `name_os_threads`, which changes nothing but thread names (`bench/host_capacity.py`).
 Each patch is the smallest change that shows whether an idea helps; the real change belongs in
 `worker/`, with tests. (Least-cost batch cuts and first-record polling were tried here first and
 are in the worker since 5f2c348; closing the window when the model is idle, and leaving glibc's mmap
@@ -44,6 +45,24 @@ def dynamic_malloc_thresholds() -> None:
         return mallopt(worker.memory._M_ARENA_MAX, arena_max) == 1
 
     worker.memory.tune_allocator = tune_allocator  # type: ignore[assignment]
+
+
+def name_os_threads() -> None:
+    """Give each Python thread its `threading` name as its OS name (Python 3.11 does not), so that
+    /proc/PID/task/*/stat tells the model and publish threads apart. Threads a named thread starts
+    (torch's OpenMP helpers) inherit its name."""
+    import ctypes
+    import threading
+
+    prctl = ctypes.CDLL(None).prctl
+    pr_set_name = 15
+    bootstrap = threading.Thread._bootstrap_inner  # type: ignore[attr-defined]
+
+    def named_bootstrap(self: threading.Thread) -> None:
+        prctl(pr_set_name, self.name.encode()[:15], 0, 0, 0)  # the OS keeps 15 bytes
+        bootstrap(self)
+
+    threading.Thread._bootstrap_inner = named_bootstrap  # type: ignore[attr-defined]
 
 
 def no_tune_allocator() -> None:
@@ -260,6 +279,7 @@ def trim_mid_pass() -> None:
 
 
 PATCHES: dict[str, Callable[[], None]] = {
+    "name_os_threads": name_os_threads,
     "trim_mid_pass": trim_mid_pass,
     "log_heap": log_heap,
     "helpers_nice_19": helpers_nice_19,

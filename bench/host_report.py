@@ -1,0 +1,211 @@
+"""The host-capacity benchmark's results: rates, the ratio to the slowest part, CPU per event by
+thread, and its section of docs/benchmarks.md (between markers, replaced in place). Pure."""
+
+from __future__ import annotations
+
+import re
+import statistics
+from dataclasses import dataclass, field
+
+from bench.report import markdown_table
+
+# The worker with the near-free model against the slowest of its parts alone, same events, same run.
+TARGET = 0.65
+START = "<!-- host-capacity:start -->"
+END = "<!-- host-capacity:end -->"
+_SECTION = re.compile(re.escape(START) + r".*?" + re.escape(END) + r"\n?", re.S)
+
+PASS_THROUGH = "Kafka pass-through"
+TOKENIZER = "tokenizer"
+MODEL = "tiny model"
+
+
+@dataclass(frozen=True)
+class HostRound:
+    events: int
+    parts: dict[str, float]  # events/s of each part alone
+    worker_seconds: float  # first event produced -> last output seen
+    worker_cpu: dict[str, float]  # the worker's CPU seconds by thread role over its run
+    broker_cpu: float = 0.0  # the local broker's CPU seconds over the worker's run (same cores)
+    bench_cpu: float = 0.0  # this process's: producing the events, reading the outputs
+    others_share: float = 0.0  # share of the CPUs other processes used during the round
+
+    @property
+    def worker_rate(self) -> float:
+        return self.events / self.worker_seconds
+
+    def slowest_part(self) -> tuple[str, float]:
+        return slowest(self.parts)
+
+    @property
+    def ratio(self) -> float:
+        """The worker over the slowest of its parts alone in this round."""
+        return self.worker_rate / self.slowest_part()[1]
+
+
+def slowest(parts: dict[str, float]) -> tuple[str, float]:
+    name = min(parts, key=parts.__getitem__)
+    return name, parts[name]
+
+
+def median_ratio(rounds: list[HostRound]) -> float:
+    """The headline: the median of the rounds' ratios (each paired with the parts of its own round)."""
+    return statistics.median(r.ratio for r in rounds)
+
+
+def target_met(ratio: float, target: float = TARGET) -> bool:
+    return ratio >= target
+
+
+def exit_code(ratio: float, check: bool) -> int:
+    """1 only when asked to check and the target is missed: today's worker is known to miss it."""
+    return 1 if check and not target_met(ratio) else 0
+
+
+def median_rates(rounds: list[HostRound]) -> dict[str, float]:
+    return {name: statistics.median(r.parts[name] for r in rounds) for name in rounds[0].parts}
+
+
+def cpu_per_event(rounds: list[HostRound]) -> dict[str, float]:
+    """Median µs of CPU per event for each thread role (0 in a round where it did not run), busiest first."""
+    roles = {role for r in rounds for role in r.worker_cpu}
+    medians = {role: statistics.median(r.worker_cpu.get(role, 0.0) * 1e6 / r.events for r in rounds) for role in roles}
+    return dict(sorted(medians.items(), key=lambda item: (-item[1], item[0])))
+
+
+@dataclass
+class HostRun:
+    command: str
+    quick: bool
+    machine: dict[str, str]
+    settings: dict[str, object]
+    dataset: dict[str, float]
+    rounds: list[HostRound] = field(default_factory=list)
+
+    def verdict(self) -> str:
+        return "**pass**" if target_met(median_ratio(self.rounds)) else "**FAIL**"
+
+
+def _runs(values: list[float]) -> str:
+    return ", ".join(f"{v:,.0f}" for v in values)
+
+
+def rate_rows(run: HostRun) -> list[list[str]]:
+    rates = median_rates(run.rounds)
+    rows = [[f"{name} alone", f"{rate:,.0f}", f"{1e6 / rate:.1f}", _runs([r.parts[name] for r in run.rounds])]
+            for name, rate in rates.items()]
+    worker = statistics.median(r.worker_rate for r in run.rounds)
+    rows.append(["**the worker**, end to end", f"**{worker:,.0f}**", f"{1e6 / worker:.1f}",
+                 _runs([r.worker_rate for r in run.rounds])])
+    return rows
+
+
+def cpu_rows(run: HostRun) -> list[list[str]]:
+    per_event = cpu_per_event(run.rounds)
+    total = sum(per_event.values())
+    # Threads that used no CPU over the runs (the HTTP server, the model loader that ended) say nothing.
+    per_event = {role: us for role, us in per_event.items() if us >= 0.05}
+    wall = statistics.median(r.worker_seconds * 1e6 / r.events for r in run.rounds)
+    rows = [[f"`{role}`" if role[0].islower() and " " not in role else role, f"{us:.1f}", f"{us / total:.0%}"]
+            for role, us in per_event.items()]
+    rows.append(["**all worker threads**", f"**{total:.1f}**", "100%"])
+    rows.append(["wall time per event (first produced → last output)", f"{wall:.1f}", ""])
+    broker = statistics.median(r.broker_cpu * 1e6 / r.events for r in run.rounds)
+    bench = statistics.median(r.bench_cpu * 1e6 / r.events for r in run.rounds)
+    rows.append(["_beside it: the local broker (same cores)_", f"{broker:.1f}", ""])
+    rows.append(["_beside it: the benchmark (producing, reading outputs)_", f"{bench:.1f}", ""])
+    return rows
+
+
+def render_section(run: HostRun) -> str:
+    m, s = run.machine, run.settings
+    ratios = [r.ratio for r in run.rounds]
+    ratio = median_ratio(run.rounds)
+    slow_names = sorted({r.slowest_part()[0] for r in run.rounds})
+    out = [
+        START,
+        "## Host capacity: the worker with a near-free model",
+        "",
+        "Written by `bench/host_capacity.py` (`make bench`, or `make bench-host` for a quick run); rerun it, "
+        "do not edit by hand. How much Python work the worker adds per event, with a model so small that "
+        "its forward passes cost next to nothing: the worker against each of its parts alone on the same "
+        "events, in interleaved rounds on the same machine.",
+        "",
+    ]
+    if run.quick:
+        out += ["> **Quick run** (`--quick`): small sizes, for development only.", ""]
+    out += [
+        f"- Command: `{run.command}`",
+        f"- Date: {m['date']}",
+        f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory']}"
+        + (f", GPU {m['gpu']}" if "gpu" in m else ""),
+        f"- Software: Python {m['python']}, torch {m['torch']}, transformers {m['transformers']}, "
+        f"librdkafka {m['librdkafka']}; device `{m['device']}`",
+        f"- Worker code: {m.get('code', 'unknown')}",
+        f"- Broker: {s['broker']}",
+        f"- Model: {s['model']}; worker batch settings "
+        + ", ".join(f"`{k.removeprefix('batch.')}={v}`" for k, v in s.items() if k.startswith("batch.")),
+        f"- Events: {int(run.dataset['events']):,} per round from `bench/dataset.py` (words: median "
+        f"{run.dataset['words_median']:.0f}, mean {run.dataset['words_mean']}; tokens: mean "
+        f"{run.dataset['tokens_mean']}), {len(run.rounds)} round{'s' if len(run.rounds) != 1 else ''}",
+        "",
+        "| part | events/s (median) | µs per event | runs (events/s) |",
+        "| --- | --- | --- | --- |",
+        *["| " + " | ".join(row) + " |" for row in rate_rows(run)],
+        "",
+        f"- {PASS_THROUGH} alone: a plain confluent-kafka loop in the benchmark's process over the same events "
+        "(already queued): consume, produce the input value to both output topics, commit (asynchronously per "
+        "chunk of 500, then synchronously after the final flush), with the worker's producer settings.",
+        f"- {TOKENIZER.capitalize()} alone: the worker's `Encoder.tokenize` over the texts in chunks of 500 (as "
+        "the poll loop takes them).",
+        f"- {MODEL.capitalize()} alone: the worker's `Encoder.encode` over the pre-tokenized events sorted by "
+        f"length, batch {s['model_batch']}.",
+        "- The worker: a real `python -m worker run` process, ready and owning its partitions before the "
+        "round's events are produced at once; timed from the first event produced to the last of both outputs "
+        "(labels and embeddings) of every event seen by a consumer.",
+        "",
+        f"**The worker over the slowest part alone** ({', '.join(slow_names)}), per round: "
+        f"{', '.join(f'{x:.2f}' for x in ratios)}; median **{ratio:.2f}×** against the target of ≥ {TARGET:.2f}×: "
+        f"{run.verdict()}.",
+        "",
+        "### The worker's CPU time per event, by thread",
+        "",
+        "From `/proc/PID/task/*/stat` (user + system time) before and after each worker run; medians over "
+        "the rounds. Thread names: `model` (forward passes; torch's OpenMP helpers it starts carry its "
+        "name), `publish` (serialising and producing outputs), the main thread runs the poll loop "
+        "(consuming, decoding, tokenizing, batching, committing), librdkafka's own threads are `rdk:*`; "
+        "threads that used no CPU are left out.",
+        "",
+    ]
+    out += markdown_table(["thread", "CPU µs per event", "share of the worker's CPU"], cpu_rows(run))
+    out += [
+        "",
+        "Other processes' share of the CPUs during each round: "
+        + ", ".join(f"{r.others_share:.0%}" for r in run.rounds) + ".",
+        END,
+    ]
+    return "\n".join(out) + "\n"
+
+
+def splice(document: str, section: str) -> str:
+    """`document` with its host-capacity section replaced by `section` (appended when it has none)."""
+    if _SECTION.search(document):
+        return _SECTION.sub(lambda _: section, document, count=1)
+    return document.rstrip("\n") + "\n\n" + section if document.strip() else section
+
+
+def carry_over(old_document: str | None, new_document: str) -> str:
+    """The new report with the old one's host-capacity section kept (bench/run.py rewrites the rest)."""
+    found = _SECTION.search(old_document or "")
+    return splice(new_document, found.group(0)) if found and not _SECTION.search(new_document) else new_document
+
+
+def console_summary(run: HostRun) -> str:
+    lines = [f"{row[0].replace('**', ''):32} {row[1].replace('**', ''):>10} events/s   {row[2]:>7} µs/event"
+             for row in rate_rows(run)]
+    ratio = median_ratio(run.rounds)
+    lines.append(f"worker / slowest part alone: {', '.join(f'{r.ratio:.2f}' for r in run.rounds)} "
+                 f"(median {ratio:.2f}; target >= {TARGET:.2f}: {run.verdict().replace('**', '')})")
+    lines.append("worker CPU µs per event by thread: "
+                 + ", ".join(f"{role} {us:.1f}" for role, us in cpu_per_event(run.rounds).items()))
+    return "\n".join(lines)
