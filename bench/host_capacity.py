@@ -189,7 +189,7 @@ def measure_rounds(bootstrap: str, broker_pid: int | None, model_dir: Path, enco
     worker_topics = fresh_topics(bootstrap, "host-worker")
     threads = {"model__num_threads": args.model_threads} if args.model_threads else {}
     worker = WorkerProcess(bootstrap, worker_topics, f"host-worker-{uuid.uuid4().hex[:6]}",
-                           patches=("name_os_threads",), model__path=str(model_dir), **threads,
+                           model__path=str(model_dir), **threads,
                            **{f"batch__{k}": v for k, v in GPU_LIKE_BATCH.items()})
     monitor.watch(worker.pid)
     rounds: list[HostRound] = []

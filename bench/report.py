@@ -230,6 +230,42 @@ def where_time_goes(results: Results) -> list[str]:
     return lines
 
 
+# What was measured and kept or dropped, so that nobody has to try it again. The scaffolding that
+# measured these (bench/experiments.py, bench/patches.py) was removed in December 2026; its
+# figures are the paired-round medians of those runs, on the same 2-core machines.
+TRIED_AND_MEASURED = [
+    "## Tried and measured",
+    "",
+    "Kept in the worker (each measured side by side with the model alone on 2 CPU cores):",
+    "",
+    "- Least-cost batch cuts of length-sorted windows, and taking the first fetched record at once.",
+    "- A 1 ms GIL switch interval (`worker/cli.py`): 0.85× → 0.93× of the model alone.",
+    "- Loading and warming the model on a short-lived thread, so the model thread owns the only OpenMP"
+    " team: ~19,000 → ~5,000 context switches per 3,000 events, 1.7 → 1.9 busy cores.",
+    "- glibc malloc keeping a 64 MiB top pad and a fixed 32 MiB mmap threshold (`worker/memory.py`): the"
+    " worker took ~250 minor page faults per event with glibc's defaults, the model alone ~0;"
+    " 0.88× → 0.93–0.97×. Heap trimming above a 64 MiB headroom keeps a backlog's RSS near 1.2× idle.",
+    "- Closing the window at once when the model is idle (light-load latency).",
+    "- Batch plans costed with one numpy reduction per entry for batches of more than 32 rows: a"
+    " GPU-sized window (2,048 events, batch 256) took ~45 ms of the poll thread, now ~6 ms.",
+    "- Deliveries counted per window rather than per output: the publisher's CPU per event is within"
+    " noise either way (~22–32 µs, mostly rendering JSON), kept because the offset tracker is then told"
+    " once per window.",
+    "",
+    "Tried and left out (no gain beyond the noise of paired rounds, medians of 5–6 rounds, the default"
+    " at 0.89× each time): helper threads at nice 19 (0.88–0.90×); GOMP_SPINCOUNT=10000 (0.90×);"
+    " a 0.2 ms switch interval (0.89×); OMP_WAIT_POLICY=PASSIVE (0.83×, worse); ACTIVE (an idle"
+    " worker spins its cores); a heap-trimming limit above the warm-up peak (0.88×, RSS 1.57×); no"
+    " heap trimming (0.92×, RSS 2.02×); malloc_trim from another thread during a pass (lower peak,"
+    " 1.19×, more faults); copying a window's outputs into anonymous mmaps (the heap grew as fast);"
+    " glibc arenas per thread or one arena without trimming (peaks 1.61–1.91×); mimalloc through"
+    " LD_PRELOAD (0.88×); a trimming headroom of 128 or 192 MiB (within the noise); max_tokens 2048"
+    " (0.87×); producer linger 50 ms (0.87×); transparent huge pages (fewer faults, no measurable"
+    " speed-up).",
+    "",
+]
+
+
 def render(results: Results) -> str:
     m = results.machine
     out = [
@@ -383,6 +419,7 @@ def render(results: Results) -> str:
         *[f"{k}={v}" for k, v in sorted(results.worker_env.items()) if "TOPICS" not in k and "GROUP" not in k],
         "```",
         "",
+        *TRIED_AND_MEASURED,
     ]
     return "\n".join(out)
 

@@ -1,6 +1,6 @@
 """CPU time of a process's threads, from /proc, and its share per event by thread role.
 
-The worker names its threads "model" and "publish" (OS names: see `bench.patches.name_os_threads`);
+The worker names its threads "model" and "publish" as the OS sees them (`worker.threads`);
 its main thread runs the poll loop; librdkafka names its own threads "rdk:...". Threads that
 ended between two snapshots are missing from the second one: their time is not counted.
 """

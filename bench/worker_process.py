@@ -84,11 +84,9 @@ def vm_hwm(pid: int) -> int:
 
 
 class WorkerProcess:
-    """`python -m worker run`; `patches` names functions in `bench.patches` applied first (experiments)."""
+    """`python -m worker run`, the worker as a user runs it."""
 
-    def __init__(
-        self, bootstrap: str, topics: TopicSet, group: str, patches: tuple[str, ...] = (), **settings: object
-    ) -> None:
+    def __init__(self, bootstrap: str, topics: TopicSet, group: str, **settings: object) -> None:
         self.metrics_port = free_port()
         env = {key: value for key, value in os.environ.items() if not key.startswith("WORKER_")}
         # The benchmark turns the tokenizer's threads off for itself; the worker decides for itself
@@ -118,11 +116,7 @@ class WorkerProcess:
         self.log_path = Path(tempfile.mkstemp(prefix="bench-worker-", suffix=".log")[1])
         self._log = self.log_path.open("wb")
         self.started_at = time.time()
-        command = [sys.executable, "-m", "worker", "run"]
-        if patches:
-            command = [sys.executable, "-c", "import sys; from bench import patches; "
-                       f"patches.apply({list(patches)!r}); from worker.cli import main; sys.exit(main(['run']))"]
-        self.process = subprocess.Popen(command, env=env, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen([sys.executable, "-m", "worker", "run"], env=env, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT)
         self.pid = self.process.pid
 
     # -- logs ------------------------------------------------------------------------------------

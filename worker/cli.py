@@ -78,8 +78,8 @@ def run_command(config_file: Path | None) -> int:
     tune_allocator()  # before torch allocates anything
     # The model thread needs the GIL between torch ops; Python hands it to a waiting thread only
     # after the switch interval (5 ms by default), so the poll thread's decoding stalled forward
-    # passes. 1 ms took the worker from 0.85× to 0.93× of the model alone
-    # (bench/experiments.py workers --variants default,switch_interval_5ms).
+    # passes. 1 ms took the worker from 0.85× to 0.93× of the model alone (docs/benchmarks.md,
+    # "Tried and measured").
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     try:
         settings = load_settings(config_file)

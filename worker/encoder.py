@@ -114,7 +114,7 @@ def on_short_lived_thread(work: Callable[[], T]) -> T:
     pass then sleeps and wakes its helper threads through the kernel. A loader thread that exits
     takes its team with it, so the model thread's is the only one. On 2 cores this took the model
     thread from ~19,000 context switches per 3,000 events to ~5,000, and the worker process from
-    1.7 to 1.9 busy cores (`bench/experiments.py workers --variants default,torch_on_main`).
+    1.7 to 1.9 busy cores (docs/benchmarks.md, "Tried and measured").
     """
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader") as loader:
         return loader.submit(work).result()

@@ -22,6 +22,7 @@ from worker.entries import Entry, ScoredWindow
 from worker.errors import FirstFailure
 from worker.labels import LabelSet
 from worker.metrics import WorkerMetrics
+from worker.threads import name_os_thread
 from worker.tracing import Tracing
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class InferenceStage(threading.Thread):
         self.busy_since: float | None = None
 
     def run(self) -> None:
+        name_os_thread(self.name)
         try:
             while True:
                 self.last_beat = time.monotonic()

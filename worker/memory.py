@@ -14,8 +14,7 @@ threshold off, so it is fixed at the 32 MiB the dynamic one climbs to (large act
 come from the heap and are reused; a 1 MiB threshold spent a fifth of the model's CPU time in page
 faults). What fragmentation leaves free inside the heaps the model thread hands back once the
 RSS outgrows a headroom (HeapTrimmer): malloc_trim releases free chunks, not a thread arena's
-top, so the passes' working set stays resident (`bench/experiments.py cpu --variants
-default,dynamic_thresholds`). Setting any of these through glibc's own MALLOC_*_ variables (or
+top, so the passes' working set stays resident (docs/benchmarks.md, "Tried and measured"). Setting any of these through glibc's own MALLOC_*_ variables (or
 GLIBC_TUNABLES) leaves the allocator to the environment.
 """
 

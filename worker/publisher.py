@@ -27,6 +27,7 @@ from worker.metrics import WorkerMetrics
 from worker.offsets import OffsetTracker
 from worker.outputs import OutputSerializer, dead_letter_headers
 from worker.settings import TopicSettings
+from worker.threads import name_os_thread
 from worker.tracing import Tracing
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class Publisher(threading.Thread):
         self.busy_since: float | None = None
 
     def run(self) -> None:
+        name_os_thread(self.name)
         try:
             while True:
                 self.last_beat = time.monotonic()
