@@ -82,3 +82,16 @@ def small_batch_seconds(encoder: Encoder, token_ids: list[list[int]], rows: int,
 def small_batch_table(encoder: Encoder, token_ids: list[list[int]], largest: int = 8) -> dict[int, float]:
     """`small_batch_seconds` for 1..`largest` rows, measured up front, with the model alone."""
     return {rows: small_batch_seconds(encoder, token_ids, rows) for rows in range(1, largest + 1)}
+
+
+def compare_precisions(encoder: Encoder, reference: Encoder, token_ids: list[list[int]], batch_size: int):  # type: ignore[no-untyped-def]
+    """`encoder`'s outputs against `reference`'s (float32) on every text of the set, untimed:
+    the worker.precision figures (worst cosine, top labels changed), over the whole set."""
+    import numpy as np
+
+    from worker.precision import compare_outputs
+
+    batches = sorted_batches(token_ids, batch_size)
+    outputs = [[model.encode(batch) for batch in batches] for model in (reference, encoder)]
+    return compare_outputs(*(np.concatenate([getattr(out, name) for out in runs])
+                             for runs in outputs for name in ("embeddings", "scores")))

@@ -9,8 +9,9 @@
         --out docs/benchmarks-gpu.md
 
 Starts a local broker (or uses KAFKA_BOOTSTRAP_SERVERS), and measures, in this order:
-the best batch size for the model alone; then rounds of [model alone, this worker] side by
-side, with the naive and the fixed-chunk workers in between; latency at a light fixed rate;
+the best batch size for the model alone, at the worker's precision and (where that is not
+float32) in float32, and how far the two precisions' outputs differ over the whole set; then
+rounds of [model alone, float32 model alone, this worker] side by side, with the naive and the fixed-chunk workers in between; latency at a light fixed rate;
 memory with a 200,000-event backlog (as configured, then with its heap
 trimming off). Prints a table, writes docs/benchmarks.md, and exits 1
 when a target is missed.
@@ -115,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     # settings too: they spare the model's passes page faults, and the ceiling is the model at its best.
     allocator_tuned = tune_allocator()
     from worker.cli import encoder_options
-    from worker.encoder import Encoder
+    import torch
+
+    from worker.encoder import Encoder, cpu_capabilities
+    from worker.precision import native_bfloat16_feature
     from worker.settings import BatchSettings, ModelSettings, WorkerSettings
 
     unknown = set(args.overrides) - set(WorkerSettings.model_fields)
@@ -129,6 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     log(f"data set: {texts.describe()}")
     encoder = Encoder(encoder_options(model_defaults))  # the options the worker builds from the same settings
     encoder.warm_up(batch_defaults.max_size, batch_defaults.max_tokens)
+    # The float32 model alone: what the precision targets compare with (the same encoder where the
+    # worker runs float32).
+    float32 = encoder
+    if encoder.dtype != torch.float32:
+        float32 = Encoder(encoder_options(model_defaults.model_copy(update={"dtype": "float32"})))
+        float32.warm_up(batch_defaults.max_size, batch_defaults.max_tokens)
+    log(f"model precision: {encoder.precision.dtype} ({encoder.precision.reason})")
     token_ids = encoder.tokenize(texts.texts)
     real_tokens = sum(len(ids) for ids in token_ids)
     results = report.Results(
@@ -139,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                                     "tokens_median": sorted(map(len, token_ids))[len(token_ids) // 2],
                                     "truncated_at": model_defaults.max_length},
         settings={"model": encoder.name, "max_length": model_defaults.max_length,
+                  "precision": encoder.precision.dtype, "precision_reason": encoder.precision.reason,
+                  "native_bfloat16": native_bfloat16_feature(cpu_capabilities()) if encoder.device.type == "cpu" else None,
                   "trim_headroom_mb": model_defaults.trim_headroom_mb, "allocator_tuned": allocator_tuned,
                   **{f"batch.{k}": v for k, v in batch_defaults.model_dump().items()}},
     )
@@ -159,10 +172,21 @@ def main(argv: list[str] | None = None) -> int:
         with phase("small batches"):
             small = ceiling.small_batch_table(encoder, token_ids)
         results.sweep = sweep
+        best_float32 = best
+        if float32 is not encoder:
+            with phase("batch-size sweep, float32"):
+                best_float32, results.sweep_float32 = ceiling.best_batch_size(
+                    float32, token_ids, sizes, sample=min(600, len(token_ids)), repeats=2)
+            log(f"float32 model alone, events/s by batch size: "
+                f"{', '.join(f'{k}: {v:.0f}' for k, v in results.sweep_float32.items())}; best {best_float32}")
+            results.precision_check = ceiling.compare_precisions(encoder, float32, token_ids, best)
+            log(f"{encoder.precision.dtype} against float32, {results.precision_check.describe('events')}")
         if encoder.device.type == "cuda":
             # A GPU's first pass over the whole set's shapes pays for allocations and kernel choices
             # (seen: 11,000 events/s, then 77,000): untimed, so it does not skew the first round.
             ceiling.timed_pass(encoder, token_ids, best)
+            if float32 is not encoder:
+                ceiling.timed_pass(float32, token_ids, best_float32)
         log(f"model alone, events/s by batch size: {', '.join(f'{k}: {v:.0f}' for k, v in sweep.items())}; best {best}")
 
         # 2. Baseline input: the same events, already queued.
@@ -206,6 +230,13 @@ def main(argv: list[str] | None = None) -> int:
                 results.ceiling.append(ceiling_pass)
                 results.ceiling_share.append(timed.share)
                 log(f"model alone: {ceiling_pass.events_per_s:.1f} events/s (batch {best}; others {timed.share:.0%})")
+                if float32 is not encoder:
+                    with phase(f"float32 model alone #{number}") as timed:
+                        float32_pass = ceiling.timed_pass(float32, token_ids, best_float32)
+                    results.ceiling_float32.append(float32_pass)
+                    results.ceiling_share[-1] = max(results.ceiling_share[-1], timed.share)
+                    log(f"float32 model alone: {float32_pass.events_per_s:.1f} events/s (batch {best_float32}; "
+                        f"others {timed.share:.0%})")
 
             retries = args.retries
             while True:

@@ -33,6 +33,14 @@ from worker.labels import (
     head_label_set,
     load_labels_file,
 )
+from worker.precision import (
+    PROBE_BATCH,
+    PROBE_TEXTS,
+    PrecisionChoice,
+    choose_precision,
+    compare_outputs,
+    wants_bfloat16_check,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +101,18 @@ def resolve_device(requested: str) -> torch.device:
 
 
 def resolve_dtype(requested: str, device: torch.device) -> torch.dtype:
+    """The precision the weights load in: `auto` loads float32 on a CPU (the bfloat16 check needs it)."""
     if requested == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     return _DTYPES[requested]
+
+
+def cpu_capabilities() -> dict[str, object]:
+    """The CPU's features as torch detects them (`amx_bf16`, `avx512_bf16`, ...)."""
+    try:
+        return dict(torch.cpu.get_capabilities())
+    except Exception:  # noqa: BLE001 - an older or unusual build: no native bfloat16 assumed
+        return {}
 
 
 def default_cpu_threads() -> int:
@@ -175,6 +192,7 @@ class Encoder:
         else:
             self.scoring = "cosine"
             self.label_set = self.embed_labels(load_labels_file(self.labels_file))  # type: ignore[arg-type]
+        self.precision = self._choose_precision()
         self.traced = options.trace and self._trace_forward()
         log.info(
             "model loaded",
@@ -182,6 +200,7 @@ class Encoder:
                 "model": self.name,
                 "device": str(self.device),
                 "dtype": str(self.dtype).removeprefix("torch."),
+                "precision_reason": self.precision.reason,
                 "scoring": self.scoring,
                 "labels": len(self.labels),
                 "labels_version": self.label_set.version,
@@ -262,6 +281,36 @@ class Encoder:
         framed = self.tokenize(["warm"])[0]  # [CLS]-like start, a word, [SEP]-like end
         body = (framed[1:-1] * length)[: max(0, length - 2)]
         return (framed[:1] + body + framed[-1:])[:length]
+
+    def _choose_precision(self) -> PrecisionChoice:
+        """Resolve `auto` (see worker.precision); on a CPU with native bfloat16, after checking it here.
+
+        The check runs the probe texts through the float32 model, then through the same model cast
+        to bfloat16; if bfloat16 is kept, the float32 weights are dropped (half the memory). The
+        labels' centroids (embedding-only models) were embedded in float32 before, and stay so.
+        """
+        capabilities = cpu_capabilities() if self.device.type == "cpu" else {}
+        check = None
+        if wants_bfloat16_check(self.options.dtype, self.device.type, capabilities):
+            ids = self.tokenize(list(PROBE_TEXTS))
+            probes = [ids[i : i + PROBE_BATCH] for i in range(0, len(ids), PROBE_BATCH)]
+            reference = [self.encode(batch) for batch in probes]
+            float32_weights = {name: tensor.clone() for name, tensor in self.model.state_dict().items()}
+            self._cast(torch.bfloat16)
+            candidate = [self.encode(batch) for batch in probes]
+            check = compare_outputs(*(np.concatenate([getattr(out, name) for out in outputs])
+                                      for outputs in (reference, candidate) for name in ("embeddings", "scores")))
+            if not check.passed:
+                self._cast(torch.float32)
+                self.model.load_state_dict(float32_weights)  # bit for bit, not a round trip through bfloat16
+            del float32_weights
+        choice = choose_precision(self.options.dtype, self.device.type, capabilities, check)
+        log.info("precision chosen", extra={"dtype": choice.dtype, "reason": choice.reason})
+        return choice
+
+    def _cast(self, dtype: torch.dtype) -> None:
+        self.model.to(dtype)
+        self.dtype = dtype
 
     def _trace_forward(self) -> bool:
         """Swap the forward pass for a TorchScript trace of it, where the trace gives the same outputs.

@@ -178,7 +178,9 @@ class ModelSettings(_Section):
     dtype: str = Field(
         "auto",
         pattern=r"^(auto|float32|float16|bfloat16)$",
-        description="Weights' precision: `auto` (fp16 on CUDA, fp32 on CPU), `float32`, `float16`, `bfloat16`.",
+        description="Weights' precision: `float32`, `float16`, `bfloat16`, or `auto`: float16 on CUDA; on a CPU, "
+        "bfloat16 where it computes it natively (AMX or AVX512-BF16) and bfloat16 outputs match float32 ones on "
+        "probe texts at start-up (cosine ≥ 0.999, same top label), else float32. The start-up log says which and why.",
     )
     num_threads: int = Field(
         0, ge=0, description="CPU threads for torch; 0 means one per available core."

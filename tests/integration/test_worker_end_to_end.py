@@ -93,7 +93,7 @@ def test_thousands_of_events_valid_and_malformed(bootstrap, worker_topics, tiny_
     vectors = {r["id"]: decode_vector(r) for r in embeddings}
     sample = random.Random(1).sample(range(len(texts)), 300)
     probabilities, reference_vectors = reference_outputs(tiny_bert_dir, [texts[i] for i in sample], max_length=64)
-    tolerance = worker_output_tolerance()
+    tolerance = worker_output_tolerance(logs)  # float32, or bfloat16 where the CPU computes it natively
     for row, i in enumerate(sample):
         record = by_id[f"e{i}"]
         best = int(np.argmax(probabilities[row]))
@@ -200,12 +200,13 @@ def test_default_model_text_mode_and_compact_vectors(bootstrap, worker_topics):
     expected = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1).numpy()
     by_offset = {(r["source"]["partition"], r["source"]["offset"]): r for r in embeddings}
     for record in labels:
-        text_index = None
         vector = decode_vector(by_offset[(record["source"]["partition"], record["source"]["offset"])])
-        for k in range(3):
-            if np.allclose(vector, expected[k], atol=2e-3):
-                text_index = k
-        assert text_index is not None, "embedding matches none of the texts"
+        # The nearest of the three texts, and near enough for float16 on the wire and the worker's
+        # precision (float32, or bfloat16 where the CPU computes it natively: cosine ≥ 0.999).
+        similarity = expected @ vector / np.linalg.norm(vector)
+        text_index = int(similarity.argmax())
+        assert similarity[text_index] >= 0.999, f"embedding matches none of the texts: {similarity}"
+        assert np.sort(similarity)[-2] < 0.5
         assert record["id"] == f"{topics['input']}:{record['source']['partition']}:{record['source']['offset']}"
         assert record["scoring"] == "cosine" and len(record["labels"]) == 2
         assert record["label"] == ["billing question", "harassment", "praise"][text_index]

@@ -23,3 +23,8 @@ def test_sizing_figures_are_those_of_the_recorded_benchmark():
     assert f"{rate} events/s end to end, {ratio}× the model alone, peaking at {peak} MiB" in readme
     assert f"a replica ran {rate} events/s end to end in the recorded run, {ratio}× the model alone" in deployment
     assert f"A replica used {idle} MiB idle and peaked at {peak} MiB" in deployment
+    # Reports from runs where the worker's precision is not float32 also give the float32 model
+    # alone (a cell after "× model alone"): the README must then quote the worker's gain over it.
+    float32_cell = re.search(throughput_row + r" \| \*\*([\d.]+)\*\*", report, re.M)
+    if float32_cell:
+        assert f"{float32_cell.group(3)}× the float32 model alone" in readme

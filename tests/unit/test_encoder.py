@@ -13,8 +13,9 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from tests.support.model_support import LABELS, reference_outputs, save_tiny_model
-from worker.encoder import Encoder, EncoderOptions, ModelLoadError, default_model_path
+from worker.encoder import Encoder, EncoderOptions, ModelLoadError, cpu_capabilities, default_model_path
 from worker.labels import load_labels_file, parse_labels_file
+from worker.precision import MIN_COSINE, native_bfloat16_feature
 
 TEXTS = [
     "short",
@@ -29,7 +30,7 @@ TEXTS = [
 @pytest.mark.parametrize("pooling", ["mean", "cls"])
 def test_head_model_matches_transformers(kind, pooling, tiny_bert_dir, tiny_modernbert_dir):
     model_dir = tiny_bert_dir if kind == "bert" else tiny_modernbert_dir
-    encoder = Encoder(EncoderOptions(path=model_dir, max_length=64, pooling=pooling, device="cpu"))
+    encoder = Encoder(EncoderOptions(path=model_dir, max_length=64, pooling=pooling, device="cpu", dtype="float32"))
     assert encoder.has_head and encoder.scoring == "softmax"
     assert encoder.labels == [LABELS[i] for i in range(3)]
     batch = encoder.tokenize(TEXTS)
@@ -45,8 +46,8 @@ def test_head_model_matches_transformers(kind, pooling, tiny_bert_dir, tiny_mode
 @pytest.mark.parametrize("kind", ["bert", "modernbert", "minilm"])
 def test_traced_pass_gives_the_eager_outputs_on_any_batch_shape(kind, tiny_bert_dir, tiny_modernbert_dir):
     model_dir = {"bert": tiny_bert_dir, "modernbert": tiny_modernbert_dir, "minilm": default_model_path()}[kind]
-    traced = Encoder(EncoderOptions(path=model_dir, max_length=64, device="cpu"))
-    eager = Encoder(EncoderOptions(path=model_dir, max_length=64, device="cpu", trace=False))
+    traced = Encoder(EncoderOptions(path=model_dir, max_length=64, device="cpu", dtype="float32"))
+    eager = Encoder(EncoderOptions(path=model_dir, max_length=64, device="cpu", dtype="float32", trace=False))
     assert traced.traced and isinstance(traced._forward, torch.jit.ScriptModule)
     assert not eager.traced and not isinstance(eager._forward, torch.jit.ScriptModule)
     rng = random.Random(3)
@@ -70,7 +71,7 @@ def test_a_trace_that_fails_or_differs_leaves_the_eager_pass(fault, tiny_bert_di
 
     monkeypatch.setattr(torch.jit, "trace", faulty_trace)
     with caplog.at_level(logging.WARNING, logger="worker.encoder"):
-        encoder = Encoder(EncoderOptions(path=tiny_bert_dir, max_length=32, device="cpu"))
+        encoder = Encoder(EncoderOptions(path=tiny_bert_dir, max_length=32, device="cpu", dtype="float32"))
     assert not encoder.traced
     warning = next(record for record in caplog.records if record.getMessage().startswith("model not traced"))
     assert ("unsupported op" if fault == "trace raises" else "differ from eager") in warning.error
@@ -82,7 +83,7 @@ def test_a_trace_that_fails_or_differs_leaves_the_eager_pass(fault, tiny_bert_di
 
 def test_multi_label_head_uses_sigmoid(tmp_path):
     model_dir = save_tiny_model(tmp_path, "bert", multi_label=True)
-    encoder = Encoder(EncoderOptions(path=model_dir, max_length=32, device="cpu", normalize=False))
+    encoder = Encoder(EncoderOptions(path=model_dir, max_length=32, device="cpu", dtype="float32", normalize=False))
     assert encoder.scoring == "sigmoid"
     out = encoder.encode(encoder.tokenize(TEXTS[:3]))
     probabilities, embeddings = reference_outputs(model_dir, TEXTS[:3], max_length=32, normalize=False)
@@ -93,7 +94,8 @@ def test_multi_label_head_uses_sigmoid(tmp_path):
 
 @pytest.fixture(scope="module")
 def minilm():
-    return Encoder(EncoderOptions(path=default_model_path(), max_length=128, device="cpu"))
+    # float32 explicitly: the tests below compare with float32 transformers at 1e-5.
+    return Encoder(EncoderOptions(path=default_model_path(), max_length=128, device="cpu", dtype="float32"))
 
 
 def test_embedding_model_scores_labels_by_cosine_similarity(minilm):
@@ -195,6 +197,68 @@ def test_reduced_precision_path_stays_close_to_float32(tiny_bert_dir):
     np.testing.assert_allclose(b.scores, a.scores, atol=5e-2)
 
 
+NATIVE_BFLOAT16 = native_bfloat16_feature(cpu_capabilities())
+
+
+@pytest.mark.skipif(NATIVE_BFLOAT16 is None, reason="this CPU has neither AMX nor AVX512-BF16: `auto` runs float32 "
+                    "here (torch would emulate bfloat16, slower than float32), so there is no bfloat16 choice to check")
+def test_auto_runs_bfloat16_on_a_native_cpu_and_matches_float32_on_held_out_texts():
+    """The default on such a CPU, against float32 on the benchmark's mixed lengths (not the probe texts)."""
+    from bench.dataset import generate
+
+    auto = Encoder(EncoderOptions(path=default_model_path(), device="cpu"))
+    full = Encoder(EncoderOptions(path=default_model_path(), device="cpu", dtype="float32"))
+    assert auto.dtype == torch.bfloat16 and next(auto.model.parameters()).dtype == torch.bfloat16
+    assert auto.precision.dtype == "bfloat16" and NATIVE_BFLOAT16 in auto.precision.reason
+    assert "passed the check" in auto.precision.reason
+    texts = generate(300).texts
+    batch = full.tokenize(texts)
+    assert max(len(ids) for ids in batch) == 256  # long posts, truncated, are part of the set
+    got = [auto.encode(batch[i : i + 16]) for i in range(0, len(batch), 16)]
+    want = [full.encode(batch[i : i + 16]) for i in range(0, len(batch), 16)]
+    embeddings = np.concatenate([g.embeddings for g in got]), np.concatenate([w.embeddings for w in want])
+    cosine = (embeddings[0] * embeddings[1]).sum(axis=1)  # unit vectors
+    assert cosine.min() >= MIN_COSINE, f"bfloat16 embedding off by cosine {cosine.min():.5f}"
+    labels = [np.concatenate([o.scores for o in outs]).argmax(axis=1) for outs in (got, want)]
+    # Near-ties between two labels' similarities may flip in bfloat16; a flip elsewhere would not.
+    assert (labels[0] == labels[1]).mean() >= 0.98
+
+
+def test_auto_keeps_float32_weights_bit_for_bit_when_bfloat16_fails_the_check(tiny_bert_dir, monkeypatch, caplog):
+    """Whatever the CPU: pretend it has AVX512-BF16 and make the bound unreachable; the check then runs
+    bfloat16 (natively or emulated) and must hand back the untouched float32 model."""
+    import worker.encoder
+    import worker.precision
+
+    monkeypatch.setattr(worker.encoder, "cpu_capabilities", lambda: {"avx512_bf16": True})
+    monkeypatch.setattr(worker.precision, "MIN_COSINE", 1.01)
+    with caplog.at_level(logging.INFO, logger="worker.encoder"):
+        auto = Encoder(EncoderOptions(path=tiny_bert_dir, max_length=32, device="cpu"))
+    full = Encoder(EncoderOptions(path=tiny_bert_dir, max_length=32, device="cpu", dtype="float32"))
+    assert auto.dtype == torch.float32 and auto.precision.dtype == "float32"
+    assert "bfloat16 failed the check" in auto.precision.reason
+    chosen = next(r for r in caplog.records if r.getMessage() == "precision chosen")
+    assert chosen.dtype == "float32" and chosen.reason == auto.precision.reason
+    for a, b in zip(auto.model.state_dict().values(), full.model.state_dict().values()):
+        assert a.dtype == torch.float32 and torch.equal(a, b)
+    ids = full.tokenize(TEXTS)
+    np.testing.assert_array_equal(auto.encode(ids).embeddings, full.encode(ids).embeddings)
+
+
+def test_auto_without_native_bfloat16_runs_float32_and_skips_the_check(tiny_bert_dir, monkeypatch):
+    import worker.encoder
+
+    monkeypatch.setattr(worker.encoder, "cpu_capabilities", lambda: {"avx512_bf16": False, "avx2": True})
+    monkeypatch.setattr(worker.encoder, "compare_outputs", lambda *a: pytest.fail("check run without native bfloat16"))
+    encoder = Encoder(EncoderOptions(path=tiny_bert_dir, max_length=32, device="cpu"))
+    assert encoder.dtype == torch.float32 and "without native bfloat16" in encoder.precision.reason
+
+
+def test_an_explicit_dtype_wins_over_auto(tiny_bert_dir):
+    encoder = Encoder(EncoderOptions(path=tiny_bert_dir, max_length=32, device="cpu", dtype="float32"))
+    assert encoder.dtype == torch.float32 and encoder.precision.reason == "set by WORKER_MODEL__DTYPE=float32"
+
+
 # Half precision on the GPU against float32 on the CPU: unit vectors agree to about 1e-3.
 CUDA_TOLERANCE = {"float32": 1e-4, "float16": 5e-3, "bfloat16": 3e-2}
 
@@ -203,7 +267,7 @@ CUDA_TOLERANCE = {"float32": 1e-4, "float16": 5e-3, "bfloat16": 3e-2}
 @pytest.mark.parametrize("dtype", list(CUDA_TOLERANCE))
 def test_cuda_path_matches_the_cpu(dtype, minilm, tiny_bert_dir):
     """Pinned-memory copies in, one copy back per batch, results in float32 on the host."""
-    for cpu in (minilm, Encoder(EncoderOptions(path=tiny_bert_dir, max_length=64, device="cpu"))):
+    for cpu in (minilm, Encoder(EncoderOptions(path=tiny_bert_dir, max_length=64, device="cpu", dtype="float32"))):
         gpu = Encoder(EncoderOptions(path=cpu.options.path, max_length=cpu.options.max_length, device="cuda",
                                      dtype=dtype))
         assert gpu.device.type == "cuda" and next(gpu.model.parameters()).dtype == getattr(torch, dtype)
