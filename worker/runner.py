@@ -45,6 +45,11 @@ log = logging.getLogger(__name__)
 # librdkafka's own log lines go through Python logging (and so the JSON formatter).
 KAFKA_LOGGER = logging.getLogger("librdkafka")
 POLL_CHUNK = 500
+# Stall detection may ask the broker for the end of a partition never fetched; it does so on the
+# poll thread, inside a statistics callback, so at most this often per report and this briefly
+# (a broker that does not answer must not hold up polling).
+END_QUERIES_PER_REPORT = 1
+END_QUERY_TIMEOUT_S = 1.0
 POLL_TIMEOUT_S = 0.1
 BUSY_POLL_TIMEOUT_S = 0.005
 
@@ -83,6 +88,7 @@ class Worker:
         self.pauser: PartitionPauser | None = None
         self.stalls = StallDetector(settings.telemetry.liveness_timeout_s)
         self._stalled: set[tuple[str, int]] = set()
+        self._end_queries_left = 0
         self._last_commit = 0.0
         self._caught_up = True  # nothing consumed yet: nothing to commit
         self._draining_failed = False
@@ -434,10 +440,17 @@ class Worker:
         self.metrics.set_gauge("partitions.paused", paused)
 
     def _partition_end(self, key: tuple[str, int]) -> int:
-        """The partition's high watermark, asked of the broker (-1 when it does not answer)."""
+        """The partition's high watermark, asked of the broker; -1 when it does not answer, or when
+        this report has used its queries (a partition found to have nothing waiting restarts its
+        clock, so the next candidate gets the query at a later report)."""
         assert self.consumer is not None
+        if self._end_queries_left <= 0:
+            return -1
+        self._end_queries_left -= 1
         try:
-            _, high = self.consumer.get_watermark_offsets(TopicPartition(*key), timeout=2.0, cached=False)
+            _, high = self.consumer.get_watermark_offsets(
+                TopicPartition(*key), timeout=END_QUERY_TIMEOUT_S, cached=False
+            )
         except Exception:  # noqa: BLE001 - no answer: no verdict this time
             return -1
         return high
@@ -473,6 +486,7 @@ class Worker:
         """A safety net for causes nobody has thought of: `/livez` fails while a partition stalls."""
         if self.pauser is None:
             return
+        self._end_queries_left = END_QUERIES_PER_REPORT
         stalls = self.stalls.observe(time.monotonic(), fetch_progress(stats), self.pauser.active, self._partition_end)
         stalled = {(stall.topic, stall.partition) for stall in stalls}
         for stall in stalls:
