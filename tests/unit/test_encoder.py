@@ -337,3 +337,24 @@ def test_short_lived_thread_returns_results_and_raises_errors():
     assert on_short_lived_thread(lambda: threading.current_thread() is not threading.main_thread())
     with pytest.raises(ModelLoadError, match="WORKER_MODEL__PATH"):
         on_short_lived_thread(lambda: Encoder(EncoderOptions(path=Path("/nonexistent"))))
+
+
+@pytest.mark.parametrize("overflow", [0, 1])
+def test_tokenize_gives_the_ids_of_the_transformers_tokenizer(tiny_bert_dir, overflow):
+    """The worker calls the Rust tokenizer directly (one call per chunk); the ids must not change."""
+    from bench import dataset
+
+    encoder = Encoder(EncoderOptions(path=str(tiny_bert_dir), max_length=32, trace=False, dtype="float32"))
+    texts = [*dataset.generate(300).texts, "Ünïcödé  spaces\tand\nlines", "x " * 200]
+    expected = encoder.tokenizer(texts, truncation=True, max_length=32 + overflow)["input_ids"]
+    assert encoder.tokenize(texts, overflow) == expected
+    assert max(len(ids) for ids in expected) == 32 + overflow  # truncation was exercised
+
+
+def test_tokenize_falls_back_to_the_wrapper_without_a_rust_tokenizer(tiny_bert_dir, monkeypatch):
+    encoder = Encoder(EncoderOptions(path=str(tiny_bert_dir), max_length=16, trace=False, dtype="float32"))
+    expected = encoder.tokenize(["a short text", "and a much longer text " * 10])
+    monkeypatch.setattr(type(encoder.tokenizer), "backend_tokenizer", property(lambda self: None))
+    encoder._tokenizers.clear()
+    assert encoder.tokenize(["a short text", "and a much longer text " * 10]) == expected
+    assert encoder._tokenizers == {}  # the wrapper did it
