@@ -7,7 +7,7 @@ import re
 import statistics
 from dataclasses import dataclass, field
 
-from bench.report import markdown_table
+from bench.report import markdown_table, run_lines
 
 # The worker with the near-free model against the slowest of its parts alone, same events, same run.
 TARGET = 0.65
@@ -118,7 +118,7 @@ def cpu_rows(run: HostRun) -> list[list[str]]:
 
 
 def render_section(run: HostRun) -> str:
-    m, s = run.machine, run.settings
+    s = run.settings
     ratios = [r.ratio for r in run.rounds]
     ratio = median_ratio(run.rounds)
     slow_names = sorted({r.slowest_part()[0] for r in run.rounds})
@@ -135,16 +135,7 @@ def render_section(run: HostRun) -> str:
     if run.quick:
         out += ["> **Quick run** (`--quick`): small sizes, for development only.", ""]
     out += [
-        f"- Command: `{run.command}`",
-        f"- Date: {m['date']}",
-        f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory']}"
-        + (f", GPU {m['gpu']}" if "gpu" in m else ""),
-        f"- Software: Python {m['python']}, torch {m['torch']}, transformers {m['transformers']}, "
-        f"librdkafka {m['librdkafka']}; device `{m['device']}`",
-        f"- Worker code: {m.get('code', 'unknown')}",
-        f"- Broker: {s['broker']}",
-        f"- Model: {s['model']}; worker batch settings "
-        + ", ".join(f"`{k.removeprefix('batch.')}={v}`" for k, v in s.items() if k.startswith("batch.")),
+        *run_lines(run.command, run.machine, s["broker"], s["model"], s),
         f"- Events: {int(run.dataset['events']):,} per round from `bench/dataset.py` (words: median "
         f"{run.dataset['words_median']:.0f}, mean {run.dataset['words_mean']}; tokens: mean "
         f"{run.dataset['tokens_mean']}), {len(run.rounds)} round{'s' if len(run.rounds) != 1 else ''}",

@@ -311,8 +311,23 @@ TRIED_AND_MEASURED = [
 ]
 
 
+def run_lines(command: str, machine: dict, broker: str, model: str, settings: dict) -> list[str]:
+    """The bullet lines that say how, where and on what a report's run was made (both reports)."""
+    m = machine
+    return [
+        f"- Command: `{command}`",
+        f"- Date: {m['date']}",
+        f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory']}" + (f", GPU {m['gpu']}" if "gpu" in m else ""),
+        f"- Software: Python {m['python']}, torch {m['torch']}, transformers {m['transformers']}, "
+        f"librdkafka {m['librdkafka']}; device `{m['device']}`",
+        f"- Worker code: {m.get('code', 'unknown')}",
+        f"- Broker: {broker}",
+        f"- Model: {model}; worker batch settings "
+        + ", ".join(f"`{k.removeprefix('batch.')}={v}`" for k, v in settings.items() if k.startswith("batch.")),
+    ]
+
+
 def render(results: Results) -> str:
-    m = results.machine
     out = [
         "# Benchmarks",
         "",
@@ -323,16 +338,8 @@ def render(results: Results) -> str:
     if results.quick:
         out += ["> **Quick run** (`--quick`): small sizes, for development only; not the full benchmark.", ""]
     out += [
-        f"- Command: `{results.command}`",
-        f"- Date: {m['date']}",
-        f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory']}"
-        + (f", GPU {m['gpu']}" if "gpu" in m else ""),
-        f"- Software: Python {m['python']}, torch {m['torch']}, transformers {m['transformers']}, "
-        f"librdkafka {m['librdkafka']}; device `{m['device']}`",
-        f"- Worker code: {m.get('code', 'unknown')}",
-        f"- Broker: {results.settings['broker']}",
-        f"- Model: `{results.settings['model']}`, max_length {results.settings['max_length']}; worker batch settings "
-        + ", ".join(f"`{k.removeprefix('batch.')}={v}`" for k, v in results.settings.items() if k.startswith("batch.")),
+        *run_lines(results.command, results.machine, results.settings["broker"],
+                   f"`{results.settings['model']}`, max_length {results.settings['max_length']}", results.settings),
         "",
         "## Data set",
         "",

@@ -47,14 +47,24 @@ def topic_factory(bootstrap: str) -> Callable[..., str]:
 
 
 @pytest.fixture
-def worker_topics(topic_factory: Callable[..., str]) -> dict[str, str]:
+def worker_topic_set(topic_factory: Callable[..., str]) -> Callable[[int], dict[str, str]]:
+    """Make a fresh set of a worker's topics: `worker_topic_set(8)` gives input and outputs 8 partitions."""
+
+    def create(partitions: int) -> dict[str, str]:
+        return {
+            "input": topic_factory("in", partitions),
+            "labels": topic_factory("labels", partitions),
+            "embeddings": topic_factory("emb", partitions),
+            "dead_letter": topic_factory("dlq", 1),
+        }
+
+    return create
+
+
+@pytest.fixture
+def worker_topics(worker_topic_set: Callable[[int], dict[str, str]]) -> dict[str, str]:
     """A fresh set of input/output topics: input has 3 partitions."""
-    return {
-        "input": topic_factory("in", 3),
-        "labels": topic_factory("labels", 3),
-        "embeddings": topic_factory("emb", 3),
-        "dead_letter": topic_factory("dlq", 1),
-    }
+    return worker_topic_set(3)
 
 
 @pytest.fixture(scope="session")

@@ -105,11 +105,10 @@ def test_transactions_carry_outputs_and_offsets_and_a_restart_reprocesses_nothin
 
 
 def test_a_worker_joins_and_one_leaves_mid_run_in_exactly_once_mode(
-    bootstrap, topic_factory, tiny_bert_dir, group, spawn
+    bootstrap, worker_topic_set, tiny_bert_dir, group, spawn
 ):
     """Graceful rebalances: each revocation drains and commits its transaction before the partitions move."""
-    topics = {"input": topic_factory("in", 6), "labels": topic_factory("labels", 6),
-              "embeddings": topic_factory("emb", 6), "dead_letter": topic_factory("dlq", 1)}
+    topics = worker_topic_set(6)
     source = SteadyProducer(bootstrap, topics["input"], 3000, rate_per_s=150, keys=30, prefix="q")
     with TopicReader(bootstrap, topics["labels"], isolation="read_committed") as labels:
         first = spawn(eos_env(bootstrap, topics, group, tiny_bert_dir, "eos-a"))

@@ -35,13 +35,8 @@ FREEZE_ATTEMPTS = 3
 
 
 @pytest.fixture
-def topics8(topic_factory):
-    return {
-        "input": topic_factory("in", PARTITIONS),
-        "labels": topic_factory("labels", PARTITIONS),
-        "embeddings": topic_factory("emb", PARTITIONS),
-        "dead_letter": topic_factory("dlq", 1),
-    }
+def topics8(worker_topic_set):
+    return worker_topic_set(PARTITIONS)
 
 
 def events(prefix: str, count: int) -> list[tuple[bytes, bytes]]:

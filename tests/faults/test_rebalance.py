@@ -25,13 +25,8 @@ PARTITIONS = 12
 
 
 @pytest.fixture
-def topics12(topic_factory):
-    return {
-        "input": topic_factory("in", PARTITIONS),
-        "labels": topic_factory("labels", PARTITIONS),
-        "embeddings": topic_factory("emb", PARTITIONS),
-        "dead_letter": topic_factory("dlq", 1),
-    }
+def topics12(worker_topic_set):
+    return worker_topic_set(PARTITIONS)
 
 
 @pytest.mark.parametrize("leave", ["sigterm", "sigkill"])

@@ -4,8 +4,6 @@ and keeps its labels and its readiness when a replacement is broken."""
 from __future__ import annotations
 
 import os
-import urllib.error
-import urllib.request
 import uuid
 from collections import defaultdict
 from pathlib import Path
@@ -14,6 +12,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.http_support import get
 from tests.support.kafka_support import WorkerProcess, json_event, produce, read_messages, wait_until, worker_env
 from worker.labels import parse_labels_file
 from worker.local_broker import free_port
@@ -67,16 +66,6 @@ class ConfigMapVolume:
         os.replace(staged, self.root / "..data")
         if not self.path.is_symlink():
             self.path.symlink_to("..data/labels.yaml")
-
-
-def get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-    except OSError:
-        return 0, b""
 
 
 def series(port: int, name: str, label: str) -> dict[str, float]:

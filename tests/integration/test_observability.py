@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 
 import orjson
@@ -15,6 +13,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.http_support import get
 from tests.support.kafka_support import (
     FAST_GROUP,
     WorkerProcess,
@@ -30,16 +29,6 @@ pytestmark = pytest.mark.integration
 
 # The model takes at least this long to load, so that "not ready" can be seen on any machine and device.
 LOADING_S = 2.0
-
-
-def get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-    except OSError:
-        return 0, b""
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -43,6 +43,13 @@ def records_within(consumer: Consumer, seconds: float, wanted: int) -> int:
     return count
 
 
+def assign(pauser: PartitionPauser, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    """An assignment as a rebalance makes it: the callback, librdkafka's assign, then the poll loop's settle."""
+    pauser.assigned(partitions)
+    consumer.incremental_assign(partitions)
+    pauser.settle()
+
+
 def first_record(consumer: Consumer) -> None:
     assert records_within(consumer, 30, 1) == 1, "nothing fetched before the pause"
 
@@ -69,17 +76,13 @@ def test_a_partition_paused_unassigned_and_reassigned_flows_again(bootstrap, top
     consumer = consumer_for(bootstrap)
     try:
         pauser = PartitionPauser(consumer)
-        pauser.assigned(partition)
-        consumer.incremental_assign(partition)
-        pauser.settle()
+        assign(pauser, consumer, partition)
         first_record(consumer)
         pauser.hold()
         pauser.removed(partition)
         consumer.incremental_unassign(partition)
         pauser.release()
-        pauser.assigned(partition)
-        consumer.incremental_assign([TopicPartition(topic, 0, 0)])
-        pauser.settle()
+        assign(pauser, consumer, [TopicPartition(topic, 0, 0)])
         assert records_within(consumer, 60, RECORDS) == RECORDS
     finally:
         consumer.close()
@@ -92,13 +95,9 @@ def test_a_partition_assigned_under_back_pressure_waits_and_then_flows(bootstrap
     consumer = consumer_for(bootstrap)
     try:
         pauser = PartitionPauser(consumer)
-        pauser.assigned(first)
-        consumer.incremental_assign(first)
-        pauser.settle()
+        assign(pauser, consumer, first)
         pauser.hold()
-        pauser.assigned(second)
-        consumer.incremental_assign(second)
-        pauser.settle()
+        assign(pauser, consumer, second)
         assert records_within(consumer, 3, 1) == 0, "a partition assigned under back-pressure was fetched"
         pauser.release()
         assert records_within(consumer, 60, RECORDS) == RECORDS

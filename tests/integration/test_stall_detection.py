@@ -7,14 +7,13 @@ pauser does not know), as the stale pause flag of issue 17 did. Real broker, rea
 from __future__ import annotations
 
 import threading
-import urllib.error
-import urllib.request
 import uuid
 
 import orjson
 import pytest
 from confluent_kafka import Producer, TopicPartition
 
+from tests.support.http_support import get
 from tests.support.kafka_support import FAST_GROUP, read_messages, wait_until
 from worker.pausing import PartitionPauser
 
@@ -24,18 +23,16 @@ LIVENESS_TIMEOUT_S = 3.0
 
 
 def probe(port: int) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/livez", timeout=5) as response:
-            return response.status, orjson.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, orjson.loads(error.read())
+    status, body = get(f"http://127.0.0.1:{port}/livez")
+    return status, orjson.loads(body)
 
 
 def stalled_gauge(port: int) -> float | None:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith("encoder_worker_partitions_stalled"):
-                return float(line.rsplit(" ", 1)[1])
+    status, body = get(f"http://127.0.0.1:{port}/metrics")
+    assert status == 200
+    for line in body.decode().splitlines():
+        if line.startswith("encoder_worker_partitions_stalled"):
+            return float(line.rsplit(" ", 1)[1])
     return None
 
 
