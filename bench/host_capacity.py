@@ -52,10 +52,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small sizes for development; no file unless --out")
     parser.add_argument("--out", type=Path, help=f"report whose host-capacity section to write (default {DEFAULT_OUT.name})")
     parser.add_argument("--check", action="store_true", help=f"exit 1 when the worker is under {host_report.TARGET}x the slowest part")
-    parser.add_argument("--model-threads", type=int, default=0,
-                        help="torch threads of the model, in the worker and alone (default 0: the worker's default, "
-                             "every usable core). 1 stands closer to a GPU, where the model thread's host work is "
-                             "one thread, and spares the other threads OpenMP's helpers on a busy machine")
+    parser.add_argument("--model-threads", type=int, default=1,
+                        help="torch threads of the model, in the worker and alone (default 1: a GPU's model thread "
+                             "is one thread of host work; 0: the worker's CPU default, every usable core, where the "
+                             "model alone takes all the cores the worker's other stages need)")
+    parser.add_argument("--model-dtype", default="float32",
+                        help="the near-free model's WORKER_MODEL__DTYPE, in the worker and alone (default float32; "
+                             "auto picks bfloat16 on CPUs with native support, where oneDNN builds kernels for "
+                             "each new batch shape, ~2 ms each: a cost of the CPU model, not of the host path)")
     parser.add_argument("--quiet-wait", type=float, default=20.0,
                         help="before each round, wait up to this many seconds for other load to drop (default 20)")
     args = parser.parse_args(argv)
@@ -189,7 +193,7 @@ def measure_rounds(bootstrap: str, broker_pid: int | None, model_dir: Path, enco
     worker_topics = fresh_topics(bootstrap, "host-worker")
     threads = {"model__num_threads": args.model_threads} if args.model_threads else {}
     worker = WorkerProcess(bootstrap, worker_topics, f"host-worker-{uuid.uuid4().hex[:6]}",
-                           model__path=str(model_dir), **threads,
+                           model__path=str(model_dir), model__dtype=args.model_dtype, **threads,
                            **{f"batch__{k}": v for k, v in GPU_LIKE_BATCH.items()})
     monitor.watch(worker.pid)
     rounds: list[HostRound] = []
@@ -238,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     tune_allocator()  # the parts alone get the worker's malloc settings, as the worker does
     model_dir = near_free_model()
     # The options the worker builds from the same settings.
-    encoder = Encoder(encoder_options(ModelSettings(path=model_dir, num_threads=args.model_threads)))
+    encoder = Encoder(encoder_options(ModelSettings(path=model_dir, num_threads=args.model_threads,
+                                                    dtype=args.model_dtype)))
     encoder.warm_up(GPU_LIKE_BATCH["max_size"], GPU_LIKE_BATCH["max_tokens"])
     texts = dataset.generate(args.events)
     token_ids = encoder.tokenize(texts.texts)
@@ -248,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         machine=machine.describe(str(encoder.device)) | {"code": machine.code_state(str(REPO))},
         settings={"model": "near-free BERT (2 layers, hidden 32, random weights, MiniLM tokenizer; "
                            "`bench/tiny_model.py`), max_length " + str(encoder.options.max_length)
+                           + f", {str(encoder.dtype).removeprefix('torch.')} (`WORKER_MODEL__DTYPE={args.model_dtype}`)"
                            + f", torch threads {torch.get_num_threads()}"
                            + (f" (`WORKER_MODEL__NUM_THREADS={args.model_threads}`)" if args.model_threads else ""),
                   "model_batch": GPU_LIKE_BATCH["max_size"],

@@ -5,9 +5,10 @@ Events arrive in input order and gather into a *window*. A window closes when
   (longest sequence × batch size) past `max_tokens` — when length sorting is off;
 - it holds `sort_window` events — when length sorting is on (`sort_window` above 1);
 - `max_wait_ms` have passed since its first event;
-- or at once, when `close_when_idle` is on and the model has nothing to do: waiting only pays
-  while the model is busy (the window fills meanwhile), an idle model would waste it. Under load
-  the model is never idle, so windows still fill up.
+- or at once, when `close_when_idle` is on and no window is waiting for the model: the model takes
+  it the moment it is done with the window in hand, so it never sits idle while the next window is
+  formed (the poll thread may be busy tokenizing a chunk for tens of ms). Under load a window fills
+  for as long as the one before it waits, and windows keep the size of one pass's worth of traffic.
 
 A closed window is cut into *batches* (one forward pass each): its events are sorted by token
 length and cut where that costs least (padded tokens plus a per-pass overhead), so that no
@@ -193,10 +194,11 @@ class Batcher(Generic[T]):
                 closed.append(self._close())
         return closed
 
-    def poll(self, now: float, model_idle: bool = False) -> list[Window[T]]:
-        """Close the open window when its wait is over, or (`close_when_idle`) when the model is idle."""
+    def poll(self, now: float, model_wants_window: bool = False) -> list[Window[T]]:
+        """Close the open window when its wait is over, or (`close_when_idle`) when no window is
+        waiting for the model (`model_wants_window`)."""
         deadline = self.deadline()
-        if deadline is not None and (now >= deadline or (model_idle and self.policy.close_when_idle)):
+        if deadline is not None and (now >= deadline or (model_wants_window and self.policy.close_when_idle)):
             return [self._close()]
         return []
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import sys
@@ -122,11 +123,22 @@ def serve(settings: WorkerSettings, stop: threading.Event) -> int:
         encoder = load_encoder(settings)
         if stop.is_set():
             return 0
+        freeze_startup_objects()
         return Worker(settings, encoder, telemetry.metrics, telemetry.tracing, status).run(stop)
     finally:
         if server is not None:
             server.stop()
         telemetry.shutdown()
+
+
+def freeze_startup_objects() -> None:
+    """Leave what start-up built (torch, transformers, the model: ~10^5 objects) out of garbage collection.
+
+    They live as long as the process, yet every full collection, which the poll loop's per-event
+    objects set off, walked them all: 17% of the poll thread's samples were in the collector.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def load_encoder(settings: WorkerSettings):  # type: ignore[no-untyped-def]

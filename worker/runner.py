@@ -243,7 +243,7 @@ class Worker:
         if self._model_has_room():
             # While the model is busy a window keeps filling past its wait: it could not start
             # sooner anyway, and a fuller window sorts into less padding.
-            for window in self.batcher.poll(time.monotonic(), model_idle=self._model_idle()):
+            for window in self.batcher.poll(time.monotonic(), model_wants_window=self._model_wants_window()):
                 self._submit(window)
         self.metrics.set_gauge("queue.depth", self.model_queue.qsize() + len(self.held), stage="model")
         self.metrics.set_gauge("queue.depth", self.publish_queue.qsize(), stage="publish")
@@ -253,9 +253,11 @@ class Worker:
     def _model_has_room(self) -> bool:
         return not self.held and not self.model_queue.full()
 
-    def _model_idle(self) -> bool:
-        """No window queued for the model or in its hands (it marks each one done after scoring)."""
-        return not self.held and self.model_queue.unfinished_tasks == 0
+    def _model_wants_window(self) -> bool:
+        """No window waiting for the model: the next one should be ready when it finishes the one in
+        hand. Waiting until it had finished (an idle model) left it idle while the poll thread
+        tokenized its current chunk: ~18% of the model thread's time (docs/benchmarks.md)."""
+        return not self.held and self.model_queue.empty()
 
     def _poll_timeout(self) -> float:
         deadline = self.batcher.deadline()
@@ -267,8 +269,8 @@ class Worker:
         if wait == 0.0 and not self._model_has_room():
             # A window is ready but the model is busy: look again soon, it may take it any moment.
             return BUSY_POLL_TIMEOUT_S
-        if self.policy.close_when_idle and not self._model_idle():
-            # The open window goes as soon as the model is idle: look again soon.
+        if self.policy.close_when_idle and not self._model_wants_window():
+            # The open window goes as soon as the model takes the waiting one: look again soon.
             return min(wait, BUSY_POLL_TIMEOUT_S)
         return wait
 

@@ -219,8 +219,9 @@ class BatchSettings(_Section):
     )
     close_when_idle: bool = Field(
         True,
-        description="Close the open window at once when the model is idle instead of waiting out "
-        "`max_wait_ms`: low latency at light load; under load the model is busy and windows fill as usual.",
+        description="Close the open window at once when no window is waiting for the model instead of "
+        "waiting out `max_wait_ms`: low latency at light load, and the next window is ready when the model "
+        "finishes the one in hand; under load windows fill while the one before them waits.",
     )
     pass_overhead_tokens: int | None = Field(
         None,

@@ -41,23 +41,23 @@ def test_window_closes_after_max_wait_from_first_event():
     assert batcher.deadline() is None
 
 
-def test_an_idle_model_takes_the_open_window_at_once_when_close_when_idle():
+def test_a_model_with_no_window_waiting_takes_the_open_window_at_once_when_close_when_idle():
     policy = BatchPolicy(max_size=4, max_tokens=1000, max_wait_ms=100, sort_window=64, close_when_idle=True)
     batcher = Batcher(policy)
     batcher.add("a", 5, now=10.0)
     batcher.add("b", 7, now=10.01)
     # Busy model: the window keeps its wait (and keeps filling).
-    assert batcher.poll(now=10.02, model_idle=False) == []
-    [window] = batcher.poll(now=10.02, model_idle=True)
+    assert batcher.poll(now=10.02, model_wants_window=False) == []
+    [window] = batcher.poll(now=10.02, model_wants_window=True)
     assert window.entries == ["a", "b"]
-    assert batcher.poll(now=10.03, model_idle=True) == []  # nothing open, nothing closed
+    assert batcher.poll(now=10.03, model_wants_window=True) == []  # nothing open, nothing closed
 
 
-def test_without_close_when_idle_an_idle_model_waits_out_max_wait():
+def test_without_close_when_idle_the_open_window_waits_out_max_wait():
     batcher = Batcher(BatchPolicy(max_size=4, max_tokens=1000, max_wait_ms=100, sort_window=1, close_when_idle=False))
     batcher.add("a", 5, now=10.0)
-    assert batcher.poll(now=10.05, model_idle=True) == []
-    assert len(batcher.poll(now=10.1, model_idle=True)) == 1
+    assert batcher.poll(now=10.05, model_wants_window=True) == []
+    assert len(batcher.poll(now=10.1, model_wants_window=True)) == 1
 
 
 def test_zero_wait_closes_on_first_poll():

@@ -147,7 +147,7 @@ def test_which_options_the_environment_sets():
     assert set_by_environment(-3, {"MALLOC_MMAP_THRESHOLD_": "1048576"})
     assert set_by_environment(-1, {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1:glibc.malloc.trim_threshold=0"})
     assert not set_by_environment(-1, {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"})
-    assert not set_by_environment(-2, {"MALLOC_ARENA_MAX": "2"})
+    assert not set_by_environment(-2, {"MALLOC_ARENA_MAX": "2"})  # arenas are not one of the worker's options
 
 
 def test_the_model_stage_calls_the_hook_after_every_pass(tiny_bert_dir):
