@@ -39,6 +39,7 @@ _M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 32 << 20  # glibc's ceiling for its dynamic threshold (half a thread heap)
 TOP_PAD = 64 << 20  # a thread heap's size: a pass's buffers stay mapped for the next
 TRIM_THRESHOLD = 128 << 20
+MAX_BACKOFF = 64.0  # a trim's wait grows to 64 x (its time / its share): ~8 s after a 6 ms trim
 
 # mallopt option -> (glibc's environment variable, its GLIBC_TUNABLES name): set by the user, left alone.
 _OPTIONS = {
@@ -95,7 +96,20 @@ class HeapTrimmer:
     # cores a trim took ~6 ms and a pass ~130 ms: 5% still trims after each pass that needs it
     # (2% let a backlog peak at 1.58x idle instead of 1.34x).
     max_time_share: float = 0.05
+    # What a trim cannot hand back (oneDNN's kernel cache, librdkafka's queues, events in flight)
+    # raises the floor: the limit follows the RSS after a trim plus this headroom, so trimming
+    # keeps fighting free heap only, instead of memory that no trim releases.
+    headroom_bytes: int = 64 << 20
     _not_before: float = 0.0
+    # A trim held if the RSS stayed under the limit for its share of the time (the wait without
+    # back-off). If it was over the limit again sooner, what the trim released was working set
+    # (events in flight, librdkafka's fetch queues, buffers the next passes fault back in) or not
+    # free heap at all: the next trim then waits twice as long, up to MAX_BACKOFF times; after one
+    # that held, the wait is back to the share. With a near-free model (5 ms passes) trimming at a
+    # fixed 5% cost the model thread a quarter of its time in page faults the share does not count.
+    _backoff: float = 1.0
+    _held_until: float = 0.0
+    _over_too_soon: bool = False
 
     @classmethod
     def above_current(cls, headroom_bytes: int, read_rss: Callable[[], int] = resident_bytes) -> HeapTrimmer | None:
@@ -103,17 +117,26 @@ class HeapTrimmer:
         baseline = read_rss()
         if headroom_bytes <= 0 or baseline <= 0:
             return None
-        return cls(baseline + headroom_bytes, read_rss)
+        return cls(baseline + headroom_bytes, read_rss, headroom_bytes=headroom_bytes)
 
     def after_pass(self) -> None:
         started = self.clock()
-        if started < self._not_before or self.read_rss() <= self.limit_bytes:
+        over = self.read_rss() > self.limit_bytes
+        if started < self._held_until:
+            self._over_too_soon |= over
+        if started < self._not_before or not over:
             return
+        self._backoff = min(self._backoff * 2, MAX_BACKOFF) if self._over_too_soon else 1.0
+        self._over_too_soon = False
         self.trim()
         ended = self.clock()
-        self._not_before = started + (ended - started) / self.max_time_share
+        self.limit_bytes = max(self.limit_bytes, self.read_rss() + self.headroom_bytes)
+        share = (ended - started) / self.max_time_share
+        self._held_until = started + share
+        self._not_before = started + share * self._backoff
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("heap trimmed", extra={"ms": round((ended - started) * 1000, 2), "rss_mib": self.read_rss() >> 20})
+            log.debug("heap trimmed", extra={"ms": round((ended - started) * 1000, 2), "rss_mib": self.read_rss() >> 20,
+                                             "limit_mib": self.limit_bytes >> 20, "backoff": self._backoff})
 
 
 def set_by_environment(option: int, environ: Mapping[str, str] = os.environ) -> bool:

@@ -32,7 +32,8 @@ class Clock:
 
 
 def test_trims_only_once_the_headroom_is_used_up():
-    rss = Readings(500 * MIB, 530 * MIB, 564 * MIB, 565 * MIB, 520 * MIB)
+    # The baseline, one reading per pass, and one after the trim (the floor it left).
+    rss = Readings(500 * MIB, 530 * MIB, 564 * MIB, 565 * MIB, 520 * MIB, 520 * MIB)
     trims = []
     trimmer = HeapTrimmer.above_current(64 * MIB, read_rss=rss)
     assert trimmer is not None and trimmer.limit_bytes == 564 * MIB
@@ -47,23 +48,78 @@ def test_trims_only_once_the_headroom_is_used_up():
     assert trims == [True]
 
 
-def test_trims_take_at_most_their_share_of_the_time():
-    # 600 MiB that no trim frees (e.g. the CUDA host cache); each trim takes 10 ms.
+class Heap:
+    """An RSS that grows by `growth` per pass (up to `ceiling`) and that each trim brings down by `freed`."""
+
+    def __init__(self, rss: int, growth: int, freed: int, clock: Clock, ceiling: int | None = None) -> None:
+        self.rss, self.growth, self.freed, self.clock, self.ceiling = rss, growth, freed, clock, ceiling
+        self.trims: list[float] = []
+
+    def read(self) -> int:
+        return self.rss
+
+    def trim(self) -> None:
+        self.trims.append(self.clock.now)
+        self.rss -= self.freed
+        self.clock.now += 0.010  # each trim takes 10 ms
+
+    def passes(self, trimmer: HeapTrimmer, count: int) -> None:
+        for _ in range(count):  # a pass every 20 ms
+            self.rss += self.growth
+            if self.ceiling is not None:
+                self.rss = min(self.rss, self.ceiling)
+            trimmer.after_pass()
+            self.clock.now += 0.020
+
+
+def test_trims_that_hold_wait_their_share_of_the_time_and_no_longer():
     clock = Clock()
-    trims = []
-
-    def trim() -> None:
-        trims.append(clock.now)
-        clock.now += 0.010
-
-    trimmer = HeapTrimmer(564 * MIB, read_rss=lambda: 600 * MIB, trim=trim, clock=clock)
+    # Every trim brings the RSS 100 MiB down, and it climbs back over the limit in ~0.64 s.
+    heap = Heap(600 * MIB, growth=2 * MIB, freed=100 * MIB, clock=clock)
+    trimmer = HeapTrimmer(564 * MIB, read_rss=heap.read, trim=heap.trim, clock=clock)
     assert trimmer.max_time_share == 0.05
-    for _ in range(100):  # a pass every 20 ms for 2 s
-        trimmer.after_pass()
-        clock.now += 0.020
-    # 10 ms of trimming buys 0.2 s without: 10 trims in 2 s instead of 100 (5% of the time).
-    assert len(trims) == 10
-    assert all(b - a >= 0.2 - 1e-9 for a, b in zip(trims, trims[1:]))
+    heap.passes(trimmer, 500)  # 10 s
+    gaps = [b - a for a, b in zip(heap.trims, heap.trims[1:])]
+    # 10 ms of trimming allows the next trim 0.2 s later (5% of the time); these held, so each
+    # came as soon as the RSS was over the limit again.
+    assert len(gaps) >= 8 and all(0.6 <= gap < 1.1 for gap in gaps), gaps
+    assert trimmer._backoff == 1.0
+
+
+def test_memory_no_trim_releases_raises_the_limit():
+    # 600 MiB that no trim frees (oneDNN's kernel cache, librdkafka's queues): one trim finds out.
+    clock = Clock()
+    heap = Heap(600 * MIB, growth=0, freed=0, clock=clock)
+    trimmer = HeapTrimmer(564 * MIB, read_rss=heap.read, trim=heap.trim, clock=clock, headroom_bytes=64 * MIB)
+    heap.passes(trimmer, 100)
+    assert len(heap.trims) == 1 and trimmer.limit_bytes == 664 * MIB
+    heap.growth = 1 * MIB  # free heap grows above that floor: trimmed once past the new limit
+    heap.freed = 80 * MIB
+    heap.passes(trimmer, 100)
+    assert len(heap.trims) == 2 and trimmer.limit_bytes == 664 * MIB
+
+
+def test_trims_that_do_not_hold_back_off_and_one_that_holds_resets_the_wait():
+    # Working set that a trim releases and the next passes take back at once (events in flight,
+    # buffers faulted in again): each trim that does not hold doubles the wait.
+    clock = Clock()
+    heap = Heap(600 * MIB, growth=40 * MIB, freed=40 * MIB, clock=clock, ceiling=600 * MIB)
+    trimmer = HeapTrimmer(564 * MIB, read_rss=heap.read, trim=heap.trim, clock=clock, headroom_bytes=0)
+    heap.passes(trimmer, 1000)  # 20 s
+    gaps = [b - a for a, b in zip(heap.trims, heap.trims[1:])]
+    # 0.2 s after the first trim (its 5% share); doubled after each that did not hold.
+    assert len(gaps) == 6
+    assert all(wait <= gap < wait + 0.03 for wait, gap in zip([0.2, 0.4, 0.8, 1.6, 3.2, 6.4], gaps)), gaps
+    heap.passes(trimmer, 5000)  # 100 s more: the wait stops growing at 64 x 0.2 s
+    longest = max(b - a for a, b in zip(heap.trims, heap.trims[1:]))
+    assert 12.8 <= longest < 12.83
+    # Fragmentation: trims hand back 100 MiB that takes the heap 0.6 s or more to grow again;
+    # trims that hold bring the wait back to the share.
+    heap.freed, heap.growth = 100 * MIB, 2 * MIB
+    heap.passes(trimmer, 2000)
+    later = [b - a for a, b in zip(heap.trims, heap.trims[1:])][-5:]
+    assert all(0.6 <= gap < 1.1 for gap in later), later
+    assert trimmer._backoff == 1.0
 
 
 def test_off_when_the_headroom_is_zero_or_the_rss_unknown():
