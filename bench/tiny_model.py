@@ -13,9 +13,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-# Bump when the recipe below changes, so that an old cached copy is not reused.
+# The tests' tiny BERT (tests/support/model_support.py, seeded: the same weights on every build).
+# Bump when that recipe changes, so that an old cached copy is not reused.
 RECIPE = "bert-2x32-v1"
-LABELS = {0: "ham", 1: "spam", 2: "toxic"}
 
 
 def cache_dir() -> Path:
@@ -42,25 +42,6 @@ def near_free_model(cache: Path | None = None) -> Path:
 
 
 def _build(directory: Path) -> None:
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
+    from tests.support.model_support import save_tiny_model
 
-    from worker.encoder import default_model_path
-
-    tokenizer = AutoTokenizer.from_pretrained(default_model_path())
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-        num_labels=len(LABELS),
-        id2label=LABELS,
-        label2id={label: index for index, label in LABELS.items()},
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(1234)
-    model = AutoModelForSequenceClassification.from_config(config)
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
+    save_tiny_model(directory, "bert")
