@@ -121,21 +121,24 @@ class HeapTrimmer:
 
     def after_pass(self) -> None:
         started = self.clock()
-        over = self.read_rss() > self.limit_bytes
-        if started < self._held_until:
-            self._over_too_soon |= over
-        if started < self._not_before or not over:
+        if started < self._not_before:
+            # Within the last trim's share, until the first reading over the limit: did it hold?
+            if started < self._held_until and not self._over_too_soon:
+                self._over_too_soon = self.read_rss() > self.limit_bytes
+            return
+        if self.read_rss() <= self.limit_bytes:
             return
         self._backoff = min(self._backoff * 2, MAX_BACKOFF) if self._over_too_soon else 1.0
         self._over_too_soon = False
         self.trim()
         ended = self.clock()
-        self.limit_bytes = max(self.limit_bytes, self.read_rss() + self.headroom_bytes)
+        left = self.read_rss()
+        self.limit_bytes = max(self.limit_bytes, left + self.headroom_bytes)
         share = (ended - started) / self.max_time_share
         self._held_until = started + share
         self._not_before = started + share * self._backoff
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("heap trimmed", extra={"ms": round((ended - started) * 1000, 2), "rss_mib": self.read_rss() >> 20,
+            log.debug("heap trimmed", extra={"ms": round((ended - started) * 1000, 2), "rss_mib": left >> 20,
                                              "limit_mib": self.limit_bytes >> 20, "backoff": self._backoff})
 
 

@@ -256,7 +256,7 @@ class Worker:
     def _model_wants_window(self) -> bool:
         """No window waiting for the model: the next one should be ready when it finishes the one in
         hand. Waiting until it had finished (an idle model) left it idle while the poll thread
-        tokenized its current chunk: ~18% of the model thread's time (docs/benchmarks.md)."""
+        tokenized its current chunk (docs/benchmarks.md, "Tried and measured")."""
         return not self.held and self.model_queue.empty()
 
     def _poll_timeout(self) -> float:
