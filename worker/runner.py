@@ -21,6 +21,7 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from worker.batcher import DEFAULT_PASS_OVERHEAD_TOKENS, Batcher, BatchPolicy, Window
+from worker.commits import commit_protocol
 from worker.decoding import DecodePolicy
 from worker.encoder import Encoder
 from worker.entries import Entry, ScoredWindow
@@ -36,7 +37,7 @@ from worker.offsets import OffsetTracker
 from worker.outputs import OutputSerializer
 from worker.pausing import PartitionPauser
 from worker.publisher import Publisher
-from worker.settings import DeliveryMode, InputFormat, Overlength, WorkerSettings
+from worker.settings import InputFormat, Overlength, WorkerSettings
 from worker.stalls import StallDetector, fetch_progress
 from worker.tracing import Tracing, wall_ns_from_monotonic
 
@@ -70,7 +71,6 @@ class Worker:
         self.status = status or WorkerStatus()
         self.status.model_ready = True
         self.worker_id = instance_id(settings)
-        self.exactly_once = settings.delivery.mode is DeliveryMode.EXACTLY_ONCE
         batch = settings.batch
         overhead = batch.pass_overhead_tokens
         if overhead is None:
@@ -81,6 +81,7 @@ class Worker:
         )
         self.failure = FirstFailure()
         self.tracker = OffsetTracker()
+        self.commits = commit_protocol(settings, self.tracker, self.failure, self.metrics)
         self.batcher: Batcher[Entry] = Batcher(self.policy)
         self.model_queue: queue.Queue[Window[Entry] | None] = queue.Queue(maxsize=batch.queue_depth)
         self.publish_queue: queue.Queue[ScoredWindow | None] = queue.Queue(maxsize=batch.queue_depth)
@@ -89,16 +90,10 @@ class Worker:
         self.stalls = StallDetector(settings.telemetry.liveness_timeout_s)
         self._stalled: set[tuple[str, int]] = set()
         self._end_queries_left = 0
-        self._last_commit = 0.0
-        self._caught_up = True  # nothing consumed yet: nothing to commit
         self._draining_failed = False
         # Tokenizer time slices of the open window, for its trace span: (start ns, end ns, records).
         self._tokenize_slices: list[tuple[int, int, int]] = []
         self.consumer: Consumer | None = None
-        # Exactly-once: the consumer's group metadata, read on the poll thread at each rebalance. The
-        # publisher must not ask the consumer itself: that call waits until no other thread is inside
-        # consume(), which the poll loop hardly ever allows (seen: a transaction stuck for minutes).
-        self._group_metadata: Any = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -107,12 +102,11 @@ class Worker:
         settings = self.settings
         callbacks = {"error_cb": self._on_kafka_error, "logger": KAFKA_LOGGER}
         self.consumer = Consumer(
-            {**consumer_config(settings), **callbacks, "on_commit": self._on_commit, "stats_cb": self._on_stats}
+            {**consumer_config(settings), **callbacks, **self.commits.consumer_config(), "stats_cb": self._on_stats}
         )
         self.pauser = PartitionPauser(self.consumer, on_change=self._on_partitions_changed)
         producer = Producer({**producer_config(settings), **callbacks})
-        if self.exactly_once:
-            producer.init_transactions(60.0)
+        self.commits.start(producer)
         serializer = OutputSerializer(
             self.encoder.name,
             self.encoder.scoring,
@@ -136,12 +130,11 @@ class Worker:
             producer,
             serializer,
             settings.topics,
-            self.tracker,
+            self.commits,
             self.publish_queue,
             self.failure,
             self.metrics,
             self.worker_id,
-            group_metadata=(lambda: self._group_metadata) if self.exactly_once else None,
             tracing=self.tracing,
         )
         self.status.stages = [inference, publisher]
@@ -174,13 +167,13 @@ class Worker:
             log.info("stopping: draining in-flight events")
             self.status.stopping = True
             self._drain()
-            self._commit(sync=True)
+            self._commit_now(handover=True)
         except Exception as exc:  # noqa: BLE001 - any failure: stop loudly, commit only what was delivered
             log.error("worker failed: %s", exc, extra={"error": str(exc)}, exc_info=not isinstance(exc, WorkerError))
             self._draining_failed = True
             self.failure.record(exc)  # stages stop producing; the drain on revocation is skipped
             exit_code = 1
-            self._commit(sync=True)  # only what was delivered: the tracker guarantees it
+            self._commit_now(handover=False)  # only what was delivered: the tracker guarantees it
         finally:
             self.status.stopping = True
             self._close(producer, [inference, publisher])
@@ -247,8 +240,7 @@ class Worker:
                 self._submit(window)
         self.metrics.set_gauge("queue.depth", self.model_queue.qsize() + len(self.held), stage="model")
         self.metrics.set_gauge("queue.depth", self.publish_queue.qsize(), stage="publish")
-        if not self.exactly_once:
-            self._commit_when_due()
+        self.commits.commit_if_due(self.consumer)
 
     def _model_has_room(self) -> bool:
         return not self.held and not self.model_queue.full()
@@ -360,65 +352,26 @@ class Worker:
                 if time.monotonic() >= deadline or (self.failure.error is not None and item is not STOP):
                     return False
 
-    def _commit_when_due(self) -> None:
-        """Every `commit_interval_ms`, and once each time the worker catches up (every record it
-        consumed is finished): then the group's lag reads zero at once, instead of up to an interval
-        later, and a restart in that gap would redeliver nothing."""
-        caught_up = self.tracker.open_count() == 0
-        interval_s = self.settings.delivery.commit_interval_ms / 1000
-        if time.monotonic() - self._last_commit >= interval_s or (caught_up and not self._caught_up):
-            self._commit(sync=False)
-        self._caught_up = caught_up
-
-    def _commit(self, sync: bool) -> None:
-        if self.exactly_once or self.consumer is None:
-            return
-        self._last_commit = time.monotonic()
-        offsets = self.tracker.committable(include_committed=sync)
-        if not offsets:
-            return
-        partitions = [TopicPartition(topic, partition, offset) for (topic, partition), offset in offsets.items()]
-        try:
-            if sync:
-                self.consumer.commit(offsets=partitions, asynchronous=False)
-                self.metrics.commits.add(1, {"result": "ok"})
-            else:
-                self.consumer.commit(offsets=partitions, asynchronous=True)
-            self.tracker.mark_committed(offsets)
-        except Exception as exc:  # noqa: BLE001 - a failed commit is retried by the next one
-            self.metrics.commits.add(1, {"result": "failed"})
-            log.warning("commit failed", extra={"error": repr(exc)})
-
-    def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
-        failed = [(tp.topic, tp.partition) for tp in partitions if tp.error is not None]
-        if error is not None or failed:
-            self.metrics.commits.add(1, {"result": "failed"})
-            self.tracker.unmark_committed(failed or [(tp.topic, tp.partition) for tp in partitions])
-            log.warning("commit failed", extra={"error": error.str() if error else str(partitions[0].error)})
-        else:
-            self.metrics.commits.add(1, {"result": "ok"})
+    def _commit_now(self, handover: bool) -> None:
+        if self.consumer is not None:
+            self.commits.commit_now(self.consumer, handover)
 
     # -- rebalances (called from inside consume(), on the poll thread) -------------------------
 
-    def _note_generation(self, consumer: Consumer) -> None:
-        """A rebalance may start a new group generation: transactions must carry the current one."""
-        if self.exactly_once:
-            self._group_metadata = consumer.consumer_group_metadata()
-
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._note_generation(consumer)
+        self.commits.note_rebalance(consumer)
         self.metrics.rebalances.add(1, {"kind": "assign"})
         assert self.pauser is not None
         self.pauser.assigned(partitions)
         log.info("partitions assigned", extra={"partitions": _names(partitions)})
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._note_generation(consumer)
+        self.commits.note_rebalance(consumer)
         self.metrics.rebalances.add(1, {"kind": "revoke"})
         if partitions and not self._draining_failed and self.failure.error is None:
             # Finish and commit what we hold before another worker takes these partitions over.
             self._drain()
-            self._commit(sync=True)
+            self._commit_now(handover=True)
         self.tracker.forget([(tp.topic, tp.partition) for tp in partitions])
         assert self.pauser is not None
         self.pauser.removed(partitions)
@@ -426,7 +379,7 @@ class Worker:
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Another worker may own them already: committing now could undo its progress.
-        self._note_generation(consumer)
+        self.commits.note_rebalance(consumer)
         self.metrics.rebalances.add(1, {"kind": "lost"})
         dropped = self.tracker.forget([(tp.topic, tp.partition) for tp in partitions])
         assert self.pauser is not None
