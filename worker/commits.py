@@ -37,19 +37,20 @@ TRANSACTION_TIMEOUT_S = 60.0
 HANDOVER_COMMIT_ATTEMPTS = 5
 HANDOVER_RETRY_S = 0.2
 
-# A row of a rendered window: its entry first, then whatever the publisher needs to produce it.
+# A row of a rendered window: its entry first, then why it was rejected (None: it was not), then
+# whatever else the publisher needs to produce it.
 Row = tuple[Any, ...]
 DeliveryCallback = Callable[[Any, Any], None]
 # Produces the given rows' outputs, each with the delivery callback (None: no per-record report).
 Produce = Callable[[Sequence[Row], DeliveryCallback | None], None]
-# Told the entries whose outputs are all durable, once per window (for metrics).
-Finished = Callable[[list[Entry]], None]
+# Told the rows whose outputs are all durable, once per window (for metrics).
+Finished = Callable[[Sequence[Row]], None]
 
 
 class Commits(Protocol):
     # -- the publish thread --
     def deliver(self, rows: Sequence[Row], outputs: int, produce: Produce, finished: Finished) -> None:
-        """Produce a window's rows (`outputs` records in all) and finish its entries once durable."""
+        """Produce a window's rows (`outputs` records in all) and finish their entries once durable."""
 
     # -- the poll thread (the consumer is not thread-safe) --
     def consumer_config(self) -> dict[str, Any]:
@@ -75,8 +76,8 @@ def commit_protocol(settings: WorkerSettings, tracker: OffsetTracker, failure: F
     return AtLeastOnceCommits(tracker, failure, metrics, settings.delivery.commit_interval_ms / 1000)
 
 
-def _offsets(entries: list[Entry]) -> list[Any]:
-    return [entry.offset for entry in entries]
+def _offsets(rows: Sequence[Row]) -> list[Any]:
+    return [row[0].offset for row in rows]
 
 
 class AtLeastOnceCommits:
@@ -101,20 +102,19 @@ class AtLeastOnceCommits:
     # -- the publish thread --------------------------------------------------------------------
 
     def deliver(self, rows: Sequence[Row], outputs: int, produce: Produce, finished: Finished) -> None:
-        entries = [row[0] for row in rows]
         # Counted before anything is produced: a report may arrive while the window is still produced.
-        delivery = WindowDelivery(self, entries, outputs, finished)
+        delivery = WindowDelivery(self, rows, outputs, finished)
         produce(rows, delivery.delivered)
         if outputs == 0:
-            self.finish(entries, finished)
+            self.finish(rows, finished)
 
-    def finish(self, entries: list[Entry], finished: Finished) -> None:
-        self.tracker.finish(_offsets(entries))
-        finished(entries)
+    def finish(self, rows: Sequence[Row], finished: Finished) -> None:
+        self.tracker.finish(_offsets(rows))
+        finished(rows)
 
-    def undelivered(self, entries: list[Entry], error: Any, message: Any) -> None:
+    def undelivered(self, rows: Sequence[Row], error: Any, message: Any) -> None:
         self.metrics.delivery_errors.add(1, {"topic": message.topic()})
-        first, last = entries[0].source, entries[-1].source
+        first, last = rows[0][0].source, rows[-1][0].source
         self.failure.record(
             DeliveryError(
                 f"an output record (key {message.key()!r}) of the window {first.default_id()} … "
@@ -206,11 +206,11 @@ class WindowDelivery:
     """Counts one window's delivery reports (served on the publish thread by `producer.poll`):
     one bound method is the callback of all its outputs, with no object, lock or partial per record."""
 
-    __slots__ = ("commits", "entries", "remaining", "failed", "finished")
+    __slots__ = ("commits", "rows", "remaining", "failed", "finished")
 
-    def __init__(self, commits: AtLeastOnceCommits, entries: list[Entry], outputs: int, finished: Finished) -> None:
+    def __init__(self, commits: AtLeastOnceCommits, rows: Sequence[Row], outputs: int, finished: Finished) -> None:
         self.commits = commits
-        self.entries = entries
+        self.rows = rows
         self.remaining = outputs
         self.failed = False
         self.finished = finished
@@ -219,11 +219,11 @@ class WindowDelivery:
         """librdkafka's delivery callback for every output of the window; never raises."""
         if error is not None:
             self.failed = True  # the window is never finished: nothing past it is committed
-            self.commits.undelivered(self.entries, error, message)
+            self.commits.undelivered(self.rows, error, message)
             return
         self.remaining -= 1
         if self.remaining == 0 and not self.failed:
-            self.commits.finish(self.entries, self.finished)
+            self.commits.finish(self.rows, self.finished)
 
 
 class TransactionalCommits:
@@ -263,9 +263,8 @@ class TransactionalCommits:
                 producer.abort_transaction(TRANSACTION_TIMEOUT_S)
                 time.sleep(min(2.0, 0.1 * 2**attempt))
         self.metrics.commits.add(1, {"result": "ok"})
-        entries = [row[0] for row in rows]
-        self.tracker.finish(_offsets(entries))
-        finished(entries)
+        self.tracker.finish(_offsets(rows))
+        finished(rows)
 
     def _commit_transaction(self) -> None:
         while True:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from opentelemetry.trace import SpanContext
@@ -16,6 +16,8 @@ from worker.outputs import Headers, SourceCoordinates
 
 @dataclass(slots=True)
 class Entry:
+    """One consumed record, as intake made it; later stages read it and never change it."""
+
     source: SourceCoordinates
     key: bytes | None
     value: bytes | None
@@ -35,7 +37,8 @@ class ScoredWindow:
     """A window after the model: rows of `embeddings`/`scores` line up with `window.entries`.
 
     Rows of rejected entries are left unset. `label_set` is the one the scores' columns belong to:
-    the window is rendered with it even if a newer one has been loaded since.
+    the window is rendered with it even if a newer one has been loaded since. `model_rejections`:
+    entries (by index) the model failed on, which go to the dead-letter topic like intake's rejections.
     """
 
     window: Window[Entry]
@@ -43,3 +46,8 @@ class ScoredWindow:
     scores: np.ndarray
     label_set: LabelSet
     model_seconds: float = 0.0
+    model_rejections: dict[int, Rejection] = field(default_factory=dict)
+
+    def rejection(self, index: int) -> Rejection | None:
+        """Why entry `index` gets a dead letter instead of outputs (None: it gets outputs)."""
+        return self.model_rejections.get(index) or self.window.entries[index].rejection

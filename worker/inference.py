@@ -103,6 +103,7 @@ class InferenceStage(threading.Thread):
         embeddings = np.zeros((count, self.model.dim), dtype=np.float32)
         scores = np.zeros((count, len(label_set.names)), dtype=np.float32)
         model_seconds = 0.0
+        rejections: dict[int, Rejection] = {}
         for batch in window.batches:
             self.busy_since = time.monotonic()
             token_ids = [window.entries[i].token_ids for i in batch]
@@ -114,7 +115,7 @@ class InferenceStage(threading.Thread):
                 scores[batch] = encoded.scores
             except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the stream
                 log.warning("batch failed, retrying its events one by one", extra={"error": repr(exc)})
-                self._score_one_by_one(window, batch, embeddings, scores, label_set)
+                rejections.update(self._score_one_by_one(window, batch, embeddings, scores, label_set))
             elapsed = time.perf_counter() - started
             if self.after_pass is not None:
                 self.after_pass()
@@ -122,20 +123,22 @@ class InferenceStage(threading.Thread):
             self.last_beat = time.monotonic()
             model_seconds += elapsed
             self._record_batch(window, batch, elapsed, started_ns)
-        return ScoredWindow(window, embeddings, scores, label_set, model_seconds)
+        return ScoredWindow(window, embeddings, scores, label_set, model_seconds, rejections)
 
     def _score_one_by_one(
         self, window: Window[Entry], batch: list[int], embeddings: np.ndarray, scores: np.ndarray, label_set: LabelSet
-    ) -> None:
+    ) -> dict[int, Rejection]:
+        """Returns the entries the model failed on, by index."""
+        rejections: dict[int, Rejection] = {}
         for i in batch:
-            entry = window.entries[i]
             try:
-                encoded = self.model.encode([entry.token_ids], label_set)  # type: ignore[list-item]
+                encoded = self.model.encode([window.entries[i].token_ids], label_set)  # type: ignore[list-item]
             except Exception as exc:  # noqa: BLE001
-                entry.rejection = Rejection(Reason.MODEL_ERROR, f"the model failed on this text: {exc!r}"[:1000])
+                rejections[i] = Rejection(Reason.MODEL_ERROR, f"the model failed on this text: {exc!r}"[:1000])
                 continue
             embeddings[i] = encoded.embeddings[0]
             scores[i] = encoded.scores[0]
+        return rejections
 
     def _record_batch(self, window: Window[Entry], batch: list[int], seconds: float, started_ns: int) -> None:
         lengths = [window.lengths[i] for i in batch]

@@ -19,6 +19,7 @@ from typing import Any
 from confluent_kafka import KafkaException, Producer
 
 from worker.commits import Commits, DeliveryCallback, Row
+from worker.decoding import Rejection
 from worker.entries import Entry, ScoredWindow
 from worker.errors import DeliveryError, FirstFailure
 from worker.metrics import WorkerMetrics
@@ -88,53 +89,57 @@ class Publisher(threading.Thread):
 
     def publish(self, scored: ScoredWindow) -> None:
         rows = list(self._render(scored))
-        rejected = sum(1 for row in rows if row[0].rejection is not None)
+        rejected = sum(1 for row in rows if row[1] is not None)
         outputs = rejected + (len(rows) - rejected) * self.outputs_per_event
         self.commits.deliver(rows, outputs, self._produce, self._finished)
         self.producer.poll(0)
 
     def _produce(self, rows: Sequence[Row], callback: DeliveryCallback | None) -> None:
         labels_topic, embeddings_topic = self.topics.labels, self.topics.embeddings
-        for entry, labels_value, embeddings_value, headers in rows:
-            if entry.rejection is not None:
-                self._produce_dead_letter(entry, callback)
+        for entry, rejection, labels_value, embeddings_value, headers in rows:
+            if rejection is not None:
+                self._produce_dead_letter(entry, rejection, callback)
                 continue
             if labels_value is not None:
                 self._send(labels_topic, labels_value, entry.key, headers, callback)
             if embeddings_value is not None:
                 self._send(embeddings_topic, embeddings_value, entry.key, headers, callback)
 
-    def _finished(self, entries: list[Entry]) -> None:
-        """Every output of these entries is durable: count them once."""
-        labelled = sum(1 for entry in entries if entry.rejection is None)
+    def _finished(self, rows: Sequence[Row]) -> None:
+        """Every output of these rows is durable: count them once."""
+        labelled = sum(1 for row in rows if row[1] is None)
         if labelled:
             self.metrics.events_labelled.add(labelled)
         now_s = time.time()
         record = self.metrics.end_to_end_latency.record
-        for entry in entries:
+        for row in rows:
+            entry = row[0]
             if entry.source.timestamp_ms is not None:
                 record(max(0.0, now_s - entry.source.timestamp_ms / 1000.0))
 
     # -- shared --------------------------------------------------------------------------------
 
     def _render(self, scored: ScoredWindow):  # type: ignore[no-untyped-def]
-        """(entry, labels value, embeddings value, headers) per entry, in window order.
+        """(entry, rejection, labels value, embeddings value, headers) per entry, in window order.
 
-        Values are None for an output that is off or an entry that was rejected.
+        Values are None for an output that is off or an entry that was rejected (by intake or by
+        the model).
         """
         entries = scored.window.entries
         serializer = self.serializer
         now_ns = time.time_ns()
         now_ms = now_ns // 1_000_000
         window_span = scored.window.tag if self.tracing is not None else None
-        rows = [i for i, entry in enumerate(entries) if entry.rejection is None]
+        rejections = [scored.rejection(i) for i in range(len(entries))]
+        rows = [i for i, rejection in enumerate(rejections) if rejection is None]
         if self.topics.labels and rows:
             top_indices, top_scores = serializer.top_labels(scored.scores[rows])
             winners = scored.label_set.winners(top_indices[:, 0], top_scores[:, 0])
         row_of = {i: n for n, i in enumerate(rows)}
         for i, entry in enumerate(entries):
-            if entry.rejection is not None:
-                yield entry, None, None, entry.headers
+            rejection = rejections[i]
+            if rejection is not None:
+                yield entry, rejection, None, None, entry.headers
                 continue
             source = entry.source.as_dict()
             labels_value = embeddings_value = None
@@ -145,7 +150,7 @@ class Publisher(threading.Thread):
                 )
             if self.topics.embeddings:
                 embeddings_value = serializer.embeddings_value(entry.event_id, scored.embeddings[i], source, now_ms)  # type: ignore[arg-type]
-            yield entry, labels_value, embeddings_value, self._headers(entry, window_span, now_ns)
+            yield entry, None, labels_value, embeddings_value, self._headers(entry, window_span, now_ns)
 
     def _headers(self, entry: Entry, window_span: Any, now_ns: int) -> Any:
         if window_span is None:
@@ -157,9 +162,7 @@ class Publisher(threading.Thread):
             context = window_span.get_span_context()
         return self.tracing.output_headers(entry.headers, context)
 
-    def _produce_dead_letter(self, entry: Entry, callback: Callable[..., None] | None) -> None:
-        rejection = entry.rejection
-        assert rejection is not None
+    def _produce_dead_letter(self, entry: Entry, rejection: Rejection, callback: Callable[..., None] | None) -> None:
         self.metrics.events_dead_lettered.add(1, {"reason": rejection.reason})
         log.info(
             "record dead-lettered",

@@ -63,14 +63,15 @@ def test_a_window_is_finished_when_its_last_delivery_report_is_in():
     commits, tracker, _, _, _ = at_least_once()
     window = entries(tracker, 0, range(3))
     reports = []
-    finished: list[list[Entry]] = []
-    commits.deliver([(e,) for e in window], 6, lambda rows, callback: reports.append(callback), finished.append)
+    finished: list[list[tuple[Entry]]] = []
+    rows = [(e,) for e in window]
+    commits.deliver(rows, 6, lambda rows, callback: reports.append(callback), finished.append)
     callback = reports[0]
     for _ in range(5):
         callback(None, object())
     assert tracker.open_count() == 3 and finished == []
     callback(None, object())
-    assert tracker.open_count() == 0 and finished == [window]
+    assert tracker.open_count() == 0 and finished == [rows]
     assert tracker.committable() == {("in", 0): 3}
 
 
