@@ -17,11 +17,11 @@ import time
 from collections import deque
 from typing import Any
 
-import orjson
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from worker.batcher import DEFAULT_PASS_OVERHEAD_TOKENS, Batcher, BatchPolicy, Window
 from worker.commits import commit_protocol
+from worker.consumer_stats import ConsumerStatistics
 from worker.decoding import DecodePolicy
 from worker.encoder import Encoder
 from worker.entries import Entry, ScoredWindow
@@ -38,7 +38,6 @@ from worker.outputs import OutputSerializer
 from worker.pausing import PartitionPauser
 from worker.publisher import Publisher
 from worker.settings import InputFormat, Overlength, WorkerSettings
-from worker.stalls import StallDetector, fetch_progress
 from worker.tracing import Tracing, wall_ns_from_monotonic
 
 log = logging.getLogger(__name__)
@@ -46,11 +45,6 @@ log = logging.getLogger(__name__)
 # librdkafka's own log lines go through Python logging (and so the JSON formatter).
 KAFKA_LOGGER = logging.getLogger("librdkafka")
 POLL_CHUNK = 500
-# Stall detection may ask the broker for the end of a partition never fetched; it does so on the
-# poll thread, inside a statistics callback, so at most this often per report and this briefly
-# (a broker that does not answer must not hold up polling).
-END_QUERIES_PER_REPORT = 1
-END_QUERY_TIMEOUT_S = 1.0
 POLL_TIMEOUT_S = 0.1
 BUSY_POLL_TIMEOUT_S = 0.005
 
@@ -87,9 +81,9 @@ class Worker:
         self.publish_queue: queue.Queue[ScoredWindow | None] = queue.Queue(maxsize=batch.queue_depth)
         self.held: deque[Window[Entry]] = deque()
         self.pauser: PartitionPauser | None = None
-        self.stalls = StallDetector(settings.telemetry.liveness_timeout_s)
-        self._stalled: set[tuple[str, int]] = set()
-        self._end_queries_left = 0
+        self.statistics = ConsumerStatistics(
+            self.status, self.metrics, settings.telemetry.liveness_timeout_s, self._active_partitions
+        )
         self._draining_failed = False
         # Tokenizer time slices of the open window, for its trace span: (start ns, end ns, records).
         self._tokenize_slices: list[tuple[int, int, int]] = []
@@ -102,8 +96,9 @@ class Worker:
         settings = self.settings
         callbacks = {"error_cb": self._on_kafka_error, "logger": KAFKA_LOGGER}
         self.consumer = Consumer(
-            {**consumer_config(settings), **callbacks, **self.commits.consumer_config(), "stats_cb": self._on_stats}
+            {**consumer_config(settings), **callbacks, **self.commits.consumer_config(), "stats_cb": self.statistics.on_stats}
         )
+        self.statistics.consumer = self.consumer
         self.pauser = PartitionPauser(self.consumer, on_change=self._on_partitions_changed)
         producer = Producer({**producer_config(settings), **callbacks})
         self.commits.start(producer)
@@ -394,21 +389,8 @@ class Worker:
         self.metrics.set_gauge("partitions.assigned", assigned)
         self.metrics.set_gauge("partitions.paused", paused)
 
-    def _partition_end(self, key: tuple[str, int]) -> int:
-        """The partition's high watermark, asked of the broker; -1 when it does not answer, or when
-        this report has used its queries (a partition found to have nothing waiting restarts its
-        clock, so the next candidate gets the query at a later report)."""
-        assert self.consumer is not None
-        if self._end_queries_left <= 0:
-            return -1
-        self._end_queries_left -= 1
-        try:
-            _, high = self.consumer.get_watermark_offsets(
-                TopicPartition(*key), timeout=END_QUERY_TIMEOUT_S, cached=False
-            )
-        except Exception:  # noqa: BLE001 - no answer: no verdict this time
-            return -1
-        return high
+    def _active_partitions(self) -> set[tuple[str, int]]:
+        return self.pauser.active if self.pauser is not None else set()
 
     def _on_kafka_error(self, error: KafkaError) -> None:
         if error.fatal():
@@ -417,39 +399,6 @@ class Worker:
         if error.code() == KafkaError._ALL_BROKERS_DOWN:
             self.status.connected = False
         log.warning("kafka client error", extra={"error": error.str()})
-
-    def _on_stats(self, stats_json: str) -> None:
-        """librdkafka statistics: consumer lag per assigned partition, broker reachability, stalls."""
-        stats = orjson.loads(stats_json)
-        self._check_stalls(stats)
-        self.status.connected = any(broker.get("state") == "UP" for broker in stats.get("brokers", {}).values())
-        lag: dict[tuple[tuple[str, str | int], ...], float] = {}
-        for topic, topic_stats in stats.get("topics", {}).items():
-            for partition, partition_stats in topic_stats.get("partitions", {}).items():
-                if partition == "-1" or partition_stats.get("fetch_state") != "active":
-                    continue
-                value = partition_stats.get("consumer_lag", -1)
-                high = partition_stats.get("hi_offset", -1)
-                if value < 0 and high >= 0:
-                    # Nothing consumed from it yet: everything in it is still to do.
-                    value = high - max(partition_stats.get("lo_offset", 0), 0)
-                if value >= 0:
-                    lag[(("partition", int(partition)), ("topic", topic))] = value
-        self.metrics.replace_gauge("consumer.lag", lag)
-
-    def _check_stalls(self, stats: dict[str, Any]) -> None:
-        """A safety net for causes nobody has thought of: `/livez` fails while a partition stalls."""
-        if self.pauser is None:
-            return
-        self._end_queries_left = END_QUERIES_PER_REPORT
-        stalls = self.stalls.observe(time.monotonic(), fetch_progress(stats), self.pauser.active, self._partition_end)
-        stalled = {(stall.topic, stall.partition) for stall in stalls}
-        for stall in stalls:
-            if (stall.topic, stall.partition) not in self._stalled:
-                log.warning("partition stalled", extra={"partition": f"{stall.topic}:{stall.partition}", "reason": stall.reason()})
-        self._stalled = stalled
-        self.status.stalled_partitions = [stall.reason() for stall in stalls]
-        self.metrics.set_gauge("partitions.stalled", len(stalls))
 
 
 def _count_by_topic(messages: list[Any]) -> dict[str, int]:
