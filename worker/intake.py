@@ -46,18 +46,18 @@ class Intake:
         entries: list[Entry] = []
         texts: list[str] = []
         text_rows: list[int] = []
-        for message in messages:
+        coordinates = [(message.topic(), message.partition(), message.offset()) for message in messages]
+        tracked = self.tracker.track_all(coordinates)  # one lock for the chunk, not one per record
+        for message, (topic, partition, offset), offset_entry in zip(messages, coordinates, tracked):
             timestamp_type, timestamp = message.timestamp()
-            source = SourceCoordinates(
-                message.topic(), message.partition(), message.offset(), timestamp if timestamp_type else None
-            )
+            source = SourceCoordinates(topic, partition, offset, timestamp if timestamp_type else None)
             value = message.value()
             entry = Entry(
                 source=source,
                 key=message.key(),
                 value=value,
                 headers=message.headers(),
-                offset=self.tracker.track(source.topic, source.partition, source.offset),
+                offset=offset_entry,
                 consumed_ns=now_ns,
             )
             if self.tracing is not None:

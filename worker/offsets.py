@@ -50,6 +50,19 @@ class OffsetTracker:
             self._open += 1
         return entry
 
+    def track_all(self, coordinates: list[tuple[str, int, int]]) -> list[OffsetEntry]:
+        """`track` for a chunk of records, (topic, partition, offset) each, under one lock."""
+        entries = [OffsetEntry(offset) for _, _, offset in coordinates]
+        partitions = self._partitions
+        with self._lock:
+            for (topic, partition, _), entry in zip(coordinates, entries):
+                queue = partitions.get((topic, partition))
+                if queue is None:
+                    queue = partitions[(topic, partition)] = deque()
+                queue.append(entry)
+            self._open += len(entries)
+        return entries
+
     def finish(self, entries: list[OffsetEntry]) -> int:
         """These records' outputs are all delivered; returns how many it finished.
 

@@ -77,3 +77,14 @@ def test_concurrent_finishes_are_counted_exactly():
         thread.join()
     assert tracker.open_count() == 0
     assert tracker.committable() == {("t", 0): 2000}
+
+
+def test_track_all_tracks_a_chunk_in_order_like_track():
+    tracker = OffsetTracker()
+    entries = tracker.track_all([("t", 0, 5), ("t", 1, 9), ("t", 0, 6)])
+    assert [entry.offset for entry in entries] == [5, 9, 6]
+    assert tracker.open_count() == 3
+    tracker.finish([entries[0], entries[1]])
+    assert tracker.committable() == {("t", 0): 6, ("t", 1): 10}
+    tracker.finish([entries[2]])
+    assert tracker.committable() == {("t", 0): 7, ("t", 1): 10}
