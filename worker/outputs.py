@@ -70,19 +70,26 @@ class OutputSerializer:
         order = np.argsort(-part_scores, axis=1, kind="stable")
         return np.take_along_axis(part, order, axis=1), np.take_along_axis(part_scores, order, axis=1)
 
+    def label_columns(
+        self, scores: np.ndarray, label_set: LabelSet
+    ) -> tuple[list[str | None], list[list[str]], list[list[float]]]:
+        """Per row of a window's `scores`: its label (the best, or the fallback), and the names and
+        scores of its top `top_k` labels, best first. numpy once per window, plain lists per row."""
+        indices, values = self.top_labels(scores)
+        winners = label_set.winners(indices[:, 0], values[:, 0])
+        return winners.tolist(), label_set.names_array[indices].tolist(), values.tolist()
+
     def labels_value(
         self,
         event_id: str,
         label_set: LabelSet,
         label: str | None,
-        label_indices: np.ndarray,
-        label_scores: np.ndarray,
+        names: list[str],
+        scores: list[float],
         source: dict,
         now_ms: int,
     ) -> bytes:
-        """`label` is the row's entry of `label_set.winners(...)`: the best label, or the fallback."""
-        names = label_set.names_array[label_indices]
-        scores = label_scores.tolist()
+        """One row of `label_columns`."""
         return orjson.dumps(
             {
                 "id": event_id,

@@ -133,8 +133,7 @@ class Publisher(threading.Thread):
         rejections = [scored.rejection(i) for i in range(len(entries))]
         rows = [i for i, rejection in enumerate(rejections) if rejection is None]
         if self.topics.labels and rows:
-            top_indices, top_scores = serializer.top_labels(scored.scores[rows])
-            winners = scored.label_set.winners(top_indices[:, 0], top_scores[:, 0])
+            winners, top_names, top_scores = serializer.label_columns(scored.scores[rows], scored.label_set)
         row_of = {i: n for n, i in enumerate(rows)}
         for i, entry in enumerate(entries):
             rejection = rejections[i]
@@ -146,7 +145,7 @@ class Publisher(threading.Thread):
             if self.topics.labels:
                 n = row_of[i]
                 labels_value = serializer.labels_value(
-                    entry.event_id, scored.label_set, winners[n], top_indices[n], top_scores[n], source, now_ms  # type: ignore[arg-type]
+                    entry.event_id, scored.label_set, winners[n], top_names[n], top_scores[n], source, now_ms  # type: ignore[arg-type]
                 )
             if self.topics.embeddings:
                 embeddings_value = serializer.embeddings_value(entry.event_id, scored.embeddings[i], source, now_ms)  # type: ignore[arg-type]

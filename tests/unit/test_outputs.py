@@ -23,11 +23,10 @@ def serializer(encoding=EmbeddingEncoding.JSON, top_k=2):
 
 def labels_record(s, scores, label_set=LABEL_SET, now_ms=123):
     """Render each row the way the publisher does: top-k and winners per window, then per event."""
-    indices, values = s.top_labels(np.asarray(scores, dtype=np.float32))
-    winners = label_set.winners(indices[:, 0], values[:, 0])
+    winners, names, values = s.label_columns(np.asarray(scores, dtype=np.float32), label_set)
     return [
-        orjson.loads(s.labels_value(f"e{n}", label_set, winners[n], indices[n], values[n], SOURCE.as_dict(), now_ms))
-        for n in range(len(indices))
+        orjson.loads(s.labels_value(f"e{n}", label_set, winners[n], names[n], values[n], SOURCE.as_dict(), now_ms))
+        for n in range(len(winners))
     ]
 
 
