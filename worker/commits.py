@@ -192,8 +192,13 @@ class AtLeastOnceCommits:
 
 
 def _retriable(error: KafkaError) -> bool:
+    """Worth another try before a handover: the group is between generations, or its coordinator
+    is busy or moving. In a revoke callback the partitions are still this worker's (no one gets them
+    before it returns), so a commit that carried the generation before the current one may be sent
+    again with the current one."""
     return error.retriable() or error.code() in (
         KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError.ILLEGAL_GENERATION,
         KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
         KafkaError.NOT_COORDINATOR,
         KafkaError.COORDINATOR_NOT_AVAILABLE,
