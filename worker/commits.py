@@ -161,7 +161,8 @@ class AtLeastOnceCommits:
         try:
             results = consumer.commit(offsets=partitions, asynchronous=not sync)
         except Exception as exc:  # noqa: BLE001 - nothing marked committed: the next commit offers it again
-            error = exc.args[0] if isinstance(exc, KafkaException) else KafkaError(KafkaError._FAIL, repr(exc))
+            reported = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+            error = reported if isinstance(reported, KafkaError) else KafkaError(KafkaError._FAIL, repr(exc))
             return self._failed(error, quiet)
         if sync:
             # A synchronous commit reports partitions that failed in its result, without raising.
