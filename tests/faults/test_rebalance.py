@@ -12,9 +12,11 @@ from tests.support.fault_support import (
     TopicReader,
     committed_snapshot,
     duplicates,
+    lost_partitions,
     messages_logged,
     order_violations,
     owned_partitions,
+    repeated_offsets,
 )
 from tests.support.kafka_support import committed_at_end, end_offsets, wait_until, worker_env
 
@@ -76,18 +78,26 @@ def test_a_worker_leaves_and_another_joins_mid_run(leave, bootstrap, topics12, t
         embeddings.read_until(0, timeout_s=1, quiet_s=2)
 
     repeated = duplicates(labels.messages)
+    everyone = [leaving, *workers.values()]
     rebalances = sum(m in ("partitions assigned", "partitions revoked", "partitions lost")
-                     for w in [leaving, *workers.values()] for m in messages_logged(w))
+                     for w in everyone for m in messages_logged(w))
+    lost = lost_partitions(everyone, topics["input"])
     print(f"\n{leave}: {len(labels.messages)} label records for {EVENTS} events, {repeated.total} duplicated; "
-          f"{rebalances} assignment changes logged; "
+          f"{rebalances} assignment changes logged; partitions lost: {sorted(lost) or 'none'}; "
           f"committed when it left: {sum(v for v in committed_at_leave.values() if v > 0)}")
     assert labels.distinct_ids() == wanted and embeddings.distinct_ids() == wanted
     sequence = lambda event_id: int(event_id[1:])  # noqa: E731 - per key, input order is id order
     assert order_violations(labels.messages, sequence) == {}
     assert order_violations(embeddings.messages, sequence) == {}
     if leave == "sigterm":
-        # A graceful leave drains, waits for deliveries and commits before giving partitions away.
-        assert repeated.total == 0, f"duplicated: {repeated.ids[:20]}"
+        # A graceful leave drains, waits for deliveries and commits before giving partitions away: nothing
+        # handed over is repeated. A partition the broker took from a worker ("partitions lost") is replayed
+        # from its last commit. Seen about once in 20 runs on Tansu with 6 s sessions on 2 busy cores: during
+        # the rebalance for the joining worker, a member's commit got ILLEGAL_GENERATION and it lost all
+        # its partitions; exactly those were repeated, each a short run from its last commit.
+        replays = repeated_offsets(labels.messages)
+        handed_over_and_repeated = {p: offsets for p, offsets in replays.items() if p not in lost}
+        assert handed_over_and_repeated == {}, f"duplicated: {repeated.ids[:20]}"
     else:
         # Only what the killed worker had not committed may be processed twice.
         repeated_ids = set(repeated.ids)

@@ -247,6 +247,29 @@ class SteadyProducer(threading.Thread):
         producer.flush(60)
 
 
+def lost_partitions(workers: Iterable[WorkerProcess], topic: str) -> set[int]:
+    """Partitions of `topic` that any of these workers logged as lost (the broker took them away)."""
+    lost: set[int] = set()
+    for worker in workers:
+        for record in log_records(worker):
+            if record.get("message") == "partitions lost":
+                lost |= {int(name.rsplit(":", 1)[1]) for name in record.get("partitions", []) if name.rsplit(":", 1)[0] == topic}
+    return lost
+
+
+def repeated_offsets(messages: list) -> dict[int, list[int]]:
+    """Input offsets, per input partition, of the events whose output appears more than once."""
+    records = [orjson.loads(message.value()) for message in messages]
+    counts: dict[str, int] = {}
+    for record in records:
+        counts[record["id"]] = counts.get(record["id"], 0) + 1
+    repeated: dict[int, set[int]] = {}
+    for record in records:
+        if counts[record["id"]] > 1:
+            repeated.setdefault(record["source"]["partition"], set()).add(record["source"]["offset"])
+    return {partition: sorted(offsets) for partition, offsets in repeated.items()}
+
+
 def owned_partitions(worker: WorkerProcess) -> set[str]:
     """The partitions a worker owns now, replayed from its "partitions assigned/revoked/lost" log lines."""
     owned: set[str] = set()
