@@ -169,6 +169,15 @@ def worker_round(worker: WorkerProcess, writer: InputWriter, reader: OutputReade
     return ended - started, by_role, _cpu_of(broker_pid) - broker_before, time.process_time() - bench_before
 
 
+def pass_figures(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """The worker's forward passes between two reads of its /metrics."""
+    def delta(key: str) -> float:
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    return {"passes": delta("batched_events_count"), "events": delta("batched_events"),
+            "padded_tokens": delta("padded_tokens"), "model_s": delta("model_s")}
+
+
 def _cpu_of(pid: int | None) -> float:
     if pid is None:
         return 0.0
@@ -206,15 +215,20 @@ def measure_rounds(bootstrap: str, broker_pid: int | None, model_dir: Path, enco
         try:
             for number in range(args.rounds):
                 with report.Phase(f"round {number + 1}", monitor, background, args.quiet_wait) as timed:
+                    alone = ceiling.timed_pass(encoder, token_ids, GPU_LIKE_BATCH["max_size"])
                     parts = {
                         PASS_THROUGH: kafka_pass_through(bootstrap, parts_topics, len(texts), timeout),
                         TOKENIZER: tokenizer_alone(encoder, texts),
-                        MODEL: ceiling.timed_pass(encoder, token_ids, GPU_LIKE_BATCH["max_size"]).events_per_s,
+                        MODEL: alone.events_per_s,
                     }
+                    before = worker.stage_totals()
                     log("alone: " + ", ".join(f"{name} {rate:,.0f}/s" for name, rate in parts.items()))
                     seconds, cpu, broker_cpu, bench_cpu = worker_round(
                         worker, writer, reader, texts, f"r{number}", broker_pid, timeout)
-                result = HostRound(len(texts), parts, seconds, cpu, broker_cpu, bench_cpu, timed.share)
+                result = HostRound(len(texts), parts, seconds, cpu, broker_cpu, bench_cpu, timed.share,
+                                   worker_passes=pass_figures(before, worker.stage_totals()),
+                                   alone_passes={"passes": -(-alone.events // alone.batch_size), "events": alone.events,
+                                                 "padded_tokens": alone.padded_tokens, "model_s": alone.seconds})
                 rounds.append(result)
                 log(f"worker: {result.worker_rate:,.0f} events/s ({seconds:.1f} s), {result.ratio:.2f}x the slowest "
                     f"part alone; others used {timed.share:.0%} of the CPUs")

@@ -29,6 +29,10 @@ class HostRound:
     broker_cpu: float = 0.0  # the local broker's CPU seconds over the worker's run (same cores)
     bench_cpu: float = 0.0  # this process's: producing the events, reading the outputs
     others_share: float = 0.0  # share of the CPUs other processes used during the round
+    # Forward passes over the round, the worker's (from its /metrics) and the model alone's:
+    # {"passes", "events", "padded_tokens", "model_s"}; empty when not measured.
+    worker_passes: dict[str, float] = field(default_factory=dict)
+    alone_passes: dict[str, float] = field(default_factory=dict)
 
     @property
     def worker_rate(self) -> float:
@@ -117,6 +121,29 @@ def cpu_rows(run: HostRun) -> list[list[str]]:
     return rows
 
 
+PASS_COLUMNS = ["forward passes", "events per pass", "padded tokens per event", "in `Encoder.encode`, µs per event"]
+
+
+def pass_rows(run: HostRun) -> list[list[str]]:
+    """Medians over the rounds of the worker's passes and the model alone's (the same `Encoder.encode`)."""
+    rows = []
+    for name, key in (("the worker's", "worker_passes"), ("the model alone's", "alone_passes")):
+        measured = [getattr(r, key) for r in run.rounds if getattr(r, key).get("passes")]
+        if not measured:
+            continue
+
+        def median(figure, measured=measured):  # type: ignore[no-untyped-def]
+            return statistics.median(figure(p) for p in measured)
+
+        rows.append([
+            name,
+            f"{median(lambda p: p['events'] / p['passes']):.0f}",
+            f"{median(lambda p: p['padded_tokens'] / p['events']):.1f}",
+            f"{median(lambda p: p['model_s'] * 1e6 / p['events']):.1f}",
+        ])
+    return rows
+
+
 def render_section(run: HostRun) -> str:
     s = run.settings
     ratios = [r.ratio for r in run.rounds]
@@ -169,6 +196,17 @@ def render_section(run: HostRun) -> str:
         "",
     ]
     out += markdown_table(["thread", "CPU µs per event", "share of the worker's CPU"], cpu_rows(run))
+    passes = pass_rows(run)
+    if passes:
+        out += [
+            "",
+            "Forward passes (medians over the rounds; the worker's from its `batch.size`, `batch.tokens` and "
+            "`model.duration` metrics): the model thread's time beyond `Encoder.encode` is its own work around "
+            "the passes, and a gap inside it comes from the passes' shapes (the worker cuts what has arrived, "
+            "the model alone sorts the whole set) or from sharing the cores.",
+            "",
+        ]
+        out += markdown_table(PASS_COLUMNS, passes)
     out += [
         "",
         "Other processes' share of the CPUs during each round: "
@@ -199,4 +237,7 @@ def console_summary(run: HostRun) -> str:
                  f"(median {ratio:.2f}; target >= {TARGET:.2f}: {run.verdict().replace('**', '')})")
     lines.append("worker CPU µs per event by thread: "
                  + ", ".join(f"{role} {us:.1f}" for role, us in cpu_per_event(run.rounds).items()))
+    for row in pass_rows(run):
+        lines.append(f"{row[0]} passes: {row[1]} events per pass, {row[2]} padded tokens per event, "
+                     f"{row[3]} µs per event in Encoder.encode")
     return "\n".join(lines)

@@ -129,3 +129,20 @@ def test_quick_sizes_write_no_file_unless_asked():
     # builds per batch shape, which bfloat16 pays and the host path does not cause.
     assert (full.model_threads, full.model_dtype) == (1, "float32")
     assert host_capacity.parse_args(["--model-threads", "0"]).model_threads == 0
+
+
+def test_forward_passes_are_read_from_metric_deltas_and_reported_per_event_next_to_the_model_alone():
+    before = {"batched_events_count": 10, "batched_events": 1000, "padded_tokens": 50_000, "model_s": 1.0}
+    after = {"batched_events_count": 130, "batched_events": 31_000, "padded_tokens": 1_550_000, "model_s": 4.0}
+    worker = host_capacity.pass_figures(before, after)
+    assert worker == {"passes": 120, "events": 30_000, "padded_tokens": 1_500_000, "model_s": 3.0}
+    alone = {"passes": 118, "events": 30_000, "padded_tokens": 1_230_000, "model_s": 2.4}
+    round_ = HostRound(30_000, {MODEL: 12_500}, 5.0, {}, worker_passes=worker, alone_passes=alone)
+    run = HostRun("cmd", False, {}, {}, {}, rounds=[round_])
+    assert host_report.pass_rows(run) == [
+        ["the worker's", "250", "50.0", "100.0"],
+        ["the model alone's", "254", "41.0", "80.0"],
+    ]
+    # Rounds without metrics (no /metrics endpoint) leave the table out.
+    bare = HostRun("cmd", False, {}, {}, {}, rounds=[HostRound(30_000, {MODEL: 12_500}, 5.0, {})])
+    assert host_report.pass_rows(bare) == []
