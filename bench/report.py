@@ -327,7 +327,12 @@ TRIED_AND_MEASURED = [
     " freezing start-up objects (within the noise); shape buckets for bfloat16 (rows to multiples"
     " of 8, lengths of 16, so that oneDNN reuses the kernels it builds per batch shape, ~2 ms"
     " each): passes over new shapes 6,200 → 8,100 events/s but repeated shapes 7,700 → 8,300 and"
-    " float32 12,400 → 9,200, so the benchmark's near-free model runs in float32 instead.",
+    " float32 12,400 → 9,200, so the benchmark's near-free model runs in float32 instead. Timing"
+    " warm-up's per-token cost on 32-token texts instead of at max_length (where attention makes a"
+    " near-free model's tokens look dear): its pass overhead read 179 tokens instead of 56 and passes"
+    " held ~63 events instead of ~37, but paired quick rounds gave 0.72 and 0.54 against 0.67 and"
+    " 0.61 (no gain beyond the noise), and on a GPU a short reference batch would leave the device"
+    " idle and make passes look cheap.",
     "",
 ]
 
