@@ -121,7 +121,7 @@ def cpu_rows(run: HostRun) -> list[list[str]]:
     return rows
 
 
-PASS_COLUMNS = ["forward passes", "events per pass", "padded tokens per event", "in `Encoder.encode`, µs per event"]
+PASS_COLUMNS = ["forward passes", "events per pass", "padded tokens per event", "wall time in `Encoder.encode`, µs per event"]
 
 
 def pass_rows(run: HostRun) -> list[list[str]]:
@@ -201,9 +201,10 @@ def render_section(run: HostRun) -> str:
         out += [
             "",
             "Forward passes (medians over the rounds; the worker's from its `batch.size`, `batch.tokens` and "
-            "`model.duration` metrics): the model thread's time beyond `Encoder.encode` is its own work around "
-            "the passes, and a gap inside it comes from the passes' shapes (the worker cuts what has arrived, "
-            "the model alone sorts the whole set) or from sharing the cores.",
+            "`model.duration` metrics). Time in `Encoder.encode` is wall time: the worker's includes the time "
+            "its model thread waited for a core (so it can exceed that thread's CPU time above), the model "
+            "alone had the machine to itself. The worker's passes are cut from what has arrived; the model "
+            "alone sorts the whole set.",
             "",
         ]
         out += markdown_table(PASS_COLUMNS, passes)
@@ -239,5 +240,5 @@ def console_summary(run: HostRun) -> str:
                  + ", ".join(f"{role} {us:.1f}" for role, us in cpu_per_event(run.rounds).items()))
     for row in pass_rows(run):
         lines.append(f"{row[0]} passes: {row[1]} events per pass, {row[2]} padded tokens per event, "
-                     f"{row[3]} µs per event in Encoder.encode")
+                     f"{row[3]} µs per event of wall time in Encoder.encode")
     return "\n".join(lines)
