@@ -5,7 +5,9 @@
 
 The poll loop never blocks on the model: closed windows go on a bounded queue, and when it is
 full the loop pauses its partitions (`worker.pausing`) and keeps polling (heartbeats, rebalances,
-`max.poll.interval.ms`) until the queue drains.
+`max.poll.interval.ms`) until the queue drains. How outputs become durable and offsets get
+committed is the commit protocol's (`worker.commits`); librdkafka's statistics are read by
+`worker.consumer_stats`. This module wires the stages, runs the poll loop and handles rebalances.
 """
 
 from __future__ import annotations
