@@ -76,8 +76,10 @@ def commit_protocol(settings: WorkerSettings, tracker: OffsetTracker, failure: F
     return AtLeastOnceCommits(tracker, failure, metrics, settings.delivery.commit_interval_ms / 1000)
 
 
-def _offsets(rows: Sequence[Row]) -> list[Any]:
-    return [row[0].offset for row in rows]
+def _finish(tracker: OffsetTracker, rows: Sequence[Row], finished: Finished) -> None:
+    """Every output of these rows is durable: their offsets may be committed."""
+    tracker.finish([row[0].offset for row in rows])
+    finished(rows)
 
 
 class AtLeastOnceCommits:
@@ -109,8 +111,7 @@ class AtLeastOnceCommits:
             self.finish(rows, finished)
 
     def finish(self, rows: Sequence[Row], finished: Finished) -> None:
-        self.tracker.finish(_offsets(rows))
-        finished(rows)
+        _finish(self.tracker, rows, finished)
 
     def undelivered(self, rows: Sequence[Row], error: Any, message: Any) -> None:
         self.metrics.delivery_errors.add(1, {"topic": message.topic()})
@@ -269,8 +270,7 @@ class TransactionalCommits:
                 producer.abort_transaction(TRANSACTION_TIMEOUT_S)
                 time.sleep(min(2.0, 0.1 * 2**attempt))
         self.metrics.commits.add(1, {"result": "ok"})
-        self.tracker.finish(_offsets(rows))
-        finished(rows)
+        _finish(self.tracker, rows, finished)
 
     def _commit_transaction(self) -> None:
         while True:

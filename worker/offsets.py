@@ -41,14 +41,7 @@ class OffsetTracker:
         self._open = 0
 
     def track(self, topic: str, partition: int, offset: int) -> OffsetEntry:
-        entry = OffsetEntry(offset)
-        with self._lock:
-            queue = self._partitions.get((topic, partition))
-            if queue is None:
-                queue = self._partitions[(topic, partition)] = deque()
-            queue.append(entry)
-            self._open += 1
-        return entry
+        return self.track_all([(topic, partition, offset)])[0]
 
     def track_all(self, coordinates: list[tuple[str, int, int]]) -> list[OffsetEntry]:
         """`track` for a chunk of records, (topic, partition, offset) each, under one lock."""
