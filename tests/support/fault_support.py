@@ -259,13 +259,11 @@ def lost_partitions(workers: Iterable[WorkerProcess], topic: str) -> set[int]:
 
 def repeated_offsets(messages: list) -> dict[int, list[int]]:
     """Input offsets, per input partition, of the events whose output appears more than once."""
-    records = [orjson.loads(message.value()) for message in messages]
-    counts: dict[str, int] = {}
-    for record in records:
-        counts[record["id"]] = counts.get(record["id"], 0) + 1
+    repeated_ids = set(duplicates(messages).ids)
     repeated: dict[int, set[int]] = {}
-    for record in records:
-        if counts[record["id"]] > 1:
+    for message in messages:
+        record = orjson.loads(message.value())
+        if record["id"] in repeated_ids:
             repeated.setdefault(record["source"]["partition"], set()).add(record["source"]["offset"])
     return {partition: sorted(offsets) for partition, offsets in repeated.items()}
 
