@@ -51,6 +51,8 @@ def poll_ready(consumer: Consumer, timeout_s: float, limit: int) -> list[Any]:
     first = consumer.poll(timeout_s)
     if first is None:
         return []
+    if limit <= 1:
+        return [first]
     return [first, *consumer.consume(num_messages=limit - 1, timeout=0)]
 
 

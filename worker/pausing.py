@@ -1,11 +1,18 @@
 """The one place that pauses and resumes the consumer's partitions (back-pressure from the model).
 
+Pausing is the safety net, not the everyday brake: librdkafka throws away a paused partition's
+prefetched records and fetches them again on resume (librdkafka#5343). A worker that paused at every
+full model queue fetched each record ~2.2 times under a backlog. So while the model keeps taking
+windows, the poll loop holds the closed ones and takes at most one record per turn (each poll still
+serves rebalances, errors and statistics; librdkafka bounds its own prefetch); `PauseTimer` says when
+the model has taken nothing for long enough that the partitions should be paused.
+
 librdkafka keeps a partition's pause flag across unassignment and reassignment: a partition paused,
 lost or revoked, and given back after the worker resumed "the current assignment" (which no longer
-held it) would come back paused and never be fetched again. So this class never pauses or resumes
+held it) would come back paused and never be fetched again. So `PartitionPauser` never pauses or resumes
 "the assignment": it sets each newly assigned partition explicitly to what the worker wants now,
 clears the flag of each partition it loses, and resumes exactly the partitions it paused.
-Knows nothing of the model; called only on the poll thread (the consumer is not thread-safe).
+Knows nothing of torch; called only on the poll thread (the consumer is not thread-safe).
 """
 
 from __future__ import annotations
@@ -27,6 +34,32 @@ def keys_of(partitions: Iterable[TopicPartition]) -> set[PartitionKey]:
 
 def _partitions(keys: Iterable[PartitionKey]) -> list[TopicPartition]:
     return [TopicPartition(topic, partition) for topic, partition in sorted(keys)]
+
+
+class PauseTimer:
+    """When back-pressure should pause the partitions: once windows have waited for the model for
+    `pause_after_s` without it taking one. Pure logic: the clock is an argument."""
+
+    def __init__(self, pause_after_s: float) -> None:
+        self.pause_after_s = pause_after_s
+        self._since: float | None = None
+
+    def holding(self, now: float) -> None:
+        """A window is held (the model's queue is full): the clock starts unless already running."""
+        if self._since is None:
+            self._since = now
+
+    def progressed(self, now: float) -> None:
+        """The model took a window: restart the clock if windows are still held."""
+        if self._since is not None:
+            self._since = now
+
+    def clear(self) -> None:
+        """Nothing is held any more."""
+        self._since = None
+
+    def should_pause(self, now: float) -> bool:
+        return self._since is not None and now - self._since >= self.pause_after_s
 
 
 class PartitionPauser:

@@ -3,11 +3,13 @@
     consume → decode/validate → tokenize (intake) → batch (batcher)
         → [model queue] → inference thread → [publish queue] → publisher thread → commit
 
-The poll loop never blocks on the model: closed windows go on a bounded queue, and when it is
-full the loop pauses its partitions (`worker.pausing`) and keeps polling (heartbeats, rebalances,
-`max.poll.interval.ms`) until the queue drains. How outputs become durable and offsets get
-committed is the commit protocol's (`worker.commits`); librdkafka's statistics are read by
-`worker.consumer_stats`. This module wires the stages, runs the poll loop and handles rebalances.
+The poll loop never blocks on the model: closed windows go on a bounded queue; when it is full
+the loop holds the next window and keeps polling (rebalances, errors, `max.poll.interval.ms`) one
+record at a time, and pauses its partitions only if the model takes nothing for
+`batch.pause_after_ms` (`worker.pausing`: a pause makes librdkafka re-fetch what it had
+prefetched). How outputs become durable and offsets get committed is the commit protocol's
+(`worker.commits`); librdkafka's statistics are read by `worker.consumer_stats`. This module wires
+the stages, runs the poll loop and handles rebalances.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from worker.memory import HeapTrimmer
 from worker.metrics import WorkerMetrics
 from worker.offsets import OffsetTracker
 from worker.outputs import OutputSerializer
-from worker.pausing import PartitionPauser
+from worker.pausing import PartitionPauser, PauseTimer
 from worker.publisher import Publisher
 from worker.settings import InputFormat, Overlength, WorkerSettings
 from worker.tracing import Tracing, wall_ns_from_monotonic
@@ -83,6 +85,7 @@ class Worker:
         self.publish_queue: queue.Queue[ScoredWindow | None] = queue.Queue(maxsize=batch.queue_depth)
         self.held: deque[Window[Entry]] = deque()
         self.pauser: PartitionPauser | None = None
+        self.pause_timer = PauseTimer(batch.pause_after_ms / 1000.0)
         self.statistics = ConsumerStatistics(
             self.status, self.metrics, settings.telemetry.liveness_timeout_s, self._active_partitions
         )
@@ -211,8 +214,12 @@ class Worker:
         self.status.poll_beat = time.monotonic()
         self.failure.raise_if_failed()
         self._release_held()
-        messages = self._poll(self._poll_timeout())
         assert self.pauser is not None
+        if self.held and self.pause_timer.should_pause(time.monotonic()):
+            self.pauser.hold()
+        # While windows are held, one record a turn: the poll serves callbacks, and what librdkafka
+        # has prefetched stays in its (bounded) queue instead of in the worker.
+        messages = self._poll(self._poll_timeout(), 1 if self.held else POLL_CHUNK)
         self.pauser.settle()  # partitions assigned during that poll get the state the worker wants now
         if messages:
             good = [message for message in messages if not self._is_error(message)]
@@ -263,9 +270,9 @@ class Worker:
             return min(wait, BUSY_POLL_TIMEOUT_S)
         return wait
 
-    def _poll(self, timeout: float) -> list[Any]:
+    def _poll(self, timeout: float, limit: int) -> list[Any]:
         assert self.consumer is not None
-        return poll_ready(self.consumer, timeout, POLL_CHUNK)
+        return poll_ready(self.consumer, timeout, limit)
 
     def _is_error(self, message: Any) -> bool:
         error = message.error()
@@ -287,9 +294,10 @@ class Worker:
                 return
             except queue.Full:
                 pass
+        if not self.held:
+            log.debug("model busy: holding windows")
         self.held.append(window)
-        assert self.pauser is not None
-        self.pauser.hold()
+        self.pause_timer.holding(time.monotonic())
 
     def _start_window_span(self, window: Window[Entry]) -> None:
         links = [entry.trace_context for entry in window.entries if entry.trace_context is not None]
@@ -308,8 +316,9 @@ class Worker:
     def _release_held(self) -> None:
         """Hand held windows to the model as it takes them, waiting up to one poll interval.
 
-        The partitions are paused meanwhile, so there is nothing to poll for but callbacks; waiting
-        on the queue instead of polling every few ms spares the model's cores ~200 wake-ups a second.
+        Meanwhile the loop polls one record a turn at most (or none, paused), mostly for callbacks;
+        waiting on the queue instead of polling every few ms spares the model's cores ~200 wake-ups
+        a second.
         """
         while self.held:
             try:
@@ -317,6 +326,8 @@ class Worker:
             except queue.Full:
                 return
             self.held.popleft()
+            self.pause_timer.progressed(time.monotonic())
+        self.pause_timer.clear()
         assert self.pauser is not None
         self.pauser.release()
 
@@ -337,6 +348,7 @@ class Worker:
         if left:
             log.warning("drain timed out; unfinished events will be reprocessed", extra={"events": left})
         if self.pauser is not None and not self.held:
+            self.pause_timer.clear()
             self.pauser.release()
 
     def _put_blocking(self, target: queue.Queue[Any], item: Any, timeout: float) -> bool:

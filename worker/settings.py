@@ -230,7 +230,15 @@ class BatchSettings(_Section):
         "cut into batches (higher: fewer, larger batches). Default: measured at warm-up.",
     )
     queue_depth: int = Field(
-        1, gt=0, le=16, description="Windows waiting for the model; the poll loop pauses partitions beyond it."
+        1, gt=0, le=16, description="Windows waiting for the model; beyond it the poll loop holds closed windows "
+        "and takes one record per turn."
+    )
+    pause_after_ms: int = Field(
+        5000,
+        ge=0,
+        description="Pause the partitions once windows have waited this long for the model without it taking "
+        "one (a stuck or very slow model). Pausing makes librdkafka drop and later re-fetch its prefetched "
+        "records; 0 pauses as soon as the queue is full.",
     )
 
 

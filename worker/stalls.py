@@ -1,7 +1,9 @@
 """Stall detection: a safety net for partitions that should be fetched but are not. Pure logic.
 
 A partition is stalled when it is assigned, the worker has not paused it, records are waiting in it,
-and its fetch position has not moved for longer than the timeout. The inputs come from librdkafka's
+and neither its fetch position nor the worker's consumed position has moved for longer than the
+timeout. (Under back-pressure the worker takes prefetched records slowly and librdkafka stops
+fetching while its queue is full: the consumed position still moves.) The inputs come from librdkafka's
 statistics (`statistics.interval.ms`), so the check costs nothing per event; the clock is an argument.
 """
 
@@ -20,6 +22,7 @@ class FetchProgress:
 
     position: int  # next offset to fetch (negative: not known yet)
     end: int  # last stable offset (read_committed) or high watermark (negative: not known yet)
+    consumed: int = -1  # one past the last record handed to the worker (negative: none yet)
 
     @property
     def waiting(self) -> int | None:
@@ -63,15 +66,15 @@ def fetch_progress(stats: Mapping[str, Any]) -> dict[PartitionKey, FetchProgress
             if position < 0:
                 # Not fetching yet (e.g. paused before its first fetch): it starts from its commit.
                 position = partition_stats.get("committed_offset", -1)
-            progress[(topic, int(partition))] = FetchProgress(position, end)
+            progress[(topic, int(partition))] = FetchProgress(position, end, partition_stats.get("app_offset", -1))
     return progress
 
 
 class StallDetector:
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
-        # Per watched partition: the position last seen and since when it has not moved with records waiting.
-        self._seen: dict[PartitionKey, tuple[int, float]] = {}
+        # Per watched partition: the positions last seen and since when they have not moved with records waiting.
+        self._seen: dict[PartitionKey, tuple[tuple[int, int], float]] = {}
 
     def observe(
         self,
@@ -88,17 +91,18 @@ class StallDetector:
         fetches, so a partition never fetched has none: once its clock has run past the timeout,
         `find_end` (a broker query) is asked for it, which is rare enough to cost nothing.
         """
-        seen: dict[PartitionKey, tuple[int, float]] = {}
+        seen: dict[PartitionKey, tuple[tuple[int, int], float]] = {}
         stalls = []
         for key in watched:
             report = progress.get(key, FetchProgress(-1, -1))
-            position, since = self._seen.get(key, (report.position, now))
+            positions = (report.position, report.consumed)
+            last_positions, since = self._seen.get(key, (positions, now))
             waiting = report.waiting
             if waiting is None and find_end is not None and report.position >= 0 and now - since > self.timeout_s:
                 waiting = FetchProgress(report.position, find_end(key)).waiting
-            if report.position != position or waiting == 0:
+            if positions != last_positions or waiting == 0:
                 since = now  # moving, or nothing to fetch: the clock runs only while records may wait
-            seen[key] = (report.position, since)
+            seen[key] = (positions, since)
             if waiting and now - since > self.timeout_s:
                 stalls.append(Stall(key[0], key[1], waiting, now - since))
         self._seen = seen

@@ -83,6 +83,7 @@ def test_partitions_lost_while_paused_flow_again_when_regained(
         return worker_env(
             bootstrap, topics, group, delivery__instance_id=name, model__path=tiny_bert_dir, model__max_length=32,
             batch__max_size=WINDOW, batch__sort_window=WINDOW, log__level="debug",
+            batch__pause_after_ms=0,  # pause as soon as the model's queue is full: the path under test
         )
 
     frozen = spawn(env("frozen"), slow_batch_s=SLOW_BATCH_S)

@@ -3,7 +3,7 @@ unassignment and reassignment (the real client is exercised in tests/integration
 
 from confluent_kafka import TopicPartition
 
-from worker.pausing import PartitionPauser
+from worker.pausing import PartitionPauser, PauseTimer
 
 
 class FlagKeepingConsumer:
@@ -75,3 +75,32 @@ def test_revoked_partitions_leave_no_pause_flag_behind_and_are_not_resumed_twice
     assert consumer.fetching() == set()  # partition 0 stays paused: back-pressure is still on
     pauser.release()
     assert consumer.fetching() == {("in", 0)}
+
+
+def test_the_timer_pauses_only_after_the_model_has_taken_nothing_for_the_whole_wait():
+    timer = PauseTimer(pause_after_s=5.0)
+    assert not timer.should_pause(100.0)  # nothing held
+    timer.holding(100.0)
+    timer.holding(103.0)  # more windows held: the clock keeps running from the first
+    assert not timer.should_pause(104.9)
+    timer.progressed(104.9)  # the model took a window; others still held
+    assert not timer.should_pause(109.8)
+    assert timer.should_pause(109.9)
+
+
+def test_the_timer_stops_when_nothing_is_held_and_restarts_with_the_next_hold():
+    timer = PauseTimer(pause_after_s=5.0)
+    timer.holding(0.0)
+    timer.clear()
+    assert not timer.should_pause(60.0)
+    timer.progressed(60.0)  # a window taken with nothing held does not start the clock
+    assert not timer.should_pause(70.0)
+    timer.holding(70.0)
+    assert timer.should_pause(75.0)
+
+
+def test_a_zero_wait_pauses_as_soon_as_a_window_is_held():
+    timer = PauseTimer(pause_after_s=0.0)
+    assert not timer.should_pause(1.0)
+    timer.holding(1.0)
+    assert timer.should_pause(1.0)

@@ -16,15 +16,17 @@ def test_progress_is_read_from_librdkafka_statistics_preferring_the_last_stable_
         "topics": {
             "in": {
                 "partitions": {
-                    "0": {"next_offset": 0, "ls_offset": 50, "hi_offset": 52},
-                    "1": {"next_offset": 7, "ls_offset": -1, "hi_offset": 9},
+                    "0": {"next_offset": 0, "ls_offset": 50, "hi_offset": 52, "app_offset": -1001},
+                    "1": {"next_offset": 7, "ls_offset": -1, "hi_offset": 9, "app_offset": 5},
                     "2": {"next_offset": -1001, "committed_offset": 4, "ls_offset": 9},
                     "-1": {"next_offset": -1001},
                 }
             }
         }
     }
-    assert fetch_progress(stats) == {P0: FetchProgress(0, 50), P1: FetchProgress(7, 9), ("in", 2): FetchProgress(4, 9)}
+    assert fetch_progress(stats) == {
+        P0: FetchProgress(0, 50, -1001), P1: FetchProgress(7, 9, 5), ("in", 2): FetchProgress(4, 9)
+    }
 
 
 def test_a_watched_partition_with_records_waiting_and_no_progress_stalls_after_the_timeout():
@@ -88,3 +90,15 @@ def test_a_never_fetched_partition_that_is_empty_is_not_a_stall():
     detector.observe(0.0, {P0: FetchProgress(0, -1)}, {P0}, lambda key: 0)
     assert detector.observe(30.0, {P0: FetchProgress(0, -1)}, {P0}, lambda key: 0) == []
     assert detector.observe(30.0, {P0: FetchProgress(0, -1)}, {P0}, lambda key: -1) == []  # broker did not answer
+
+
+def test_a_partition_whose_prefetched_records_are_still_being_consumed_is_not_a_stall():
+    """Under back-pressure librdkafka stops fetching while its queue is full, but the worker keeps
+    taking records from it: the fetch position stands still, the consumed one moves."""
+    detector = StallDetector(timeout_s=10)
+    for second in range(0, 100, 5):
+        report = {P0: FetchProgress(position=5000, end=90_000, consumed=1000 + second)}
+        assert detector.observe(float(second), report, {P0}) == []
+    stuck = {P0: FetchProgress(position=5000, end=90_000, consumed=1095)}  # as at second 95
+    assert detector.observe(105.0, stuck, {P0}) == []
+    assert len(detector.observe(106.0, stuck, {P0})) == 1  # neither has moved for over the timeout
