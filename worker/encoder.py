@@ -23,7 +23,6 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
-from tokenizers import Tokenizer
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
 from worker.labels import (
@@ -42,6 +41,7 @@ from worker.precision import (
     compare_outputs,
     wants_bfloat16_check,
 )
+from worker.tokenization import TruncatingTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ class Encoder:
                 f"WORKER_MODEL__MAX_LENGTH={options.max_length}: the model accepts at most {positions} tokens"
             )
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self._tokenizers: dict[int, Tokenizer] = {}
+        self._tokenizers: dict[int, TruncatingTokenizer] = {}
         if self.tokenizer.pad_token_id is None:
             raise ModelLoadError(f"WORKER_MODEL__PATH={str(path)!r}: the tokenizer has no padding token")
         self.pad_id: int = self.tokenizer.pad_token_id
@@ -232,24 +232,21 @@ class Encoder:
                 texts, truncation=True, max_length=max_length, return_attention_mask=False, return_token_type_ids=False
             )
             return encoded["input_ids"]
-        return [encoding.ids for encoding in backend.encode_batch_fast(texts)]
+        return backend.ids(texts)
 
-    def _truncating_tokenizer(self, max_length: int) -> Tokenizer | None:
+    def _truncating_tokenizer(self, max_length: int) -> TruncatingTokenizer | None:
         """The Rust tokenizer, truncating at `max_length`, for one call per chunk of texts.
 
         The same ids as calling the transformers tokenizer (a test holds them equal), without its
-        Python work per text, and without offsets nobody reads. A copy: the wrapper's own
-        truncation settings, which it resets on every call, stay its own.
+        Python work per text, without offsets nobody reads, and without tokenizing the part of a
+        long text that truncation would drop (`worker.tokenization`).
         """
         backend = self._tokenizers.get(max_length)
         if backend is None:
             original = getattr(self.tokenizer, "backend_tokenizer", None)
             if original is None:
                 return None
-            backend = Tokenizer.from_str(original.to_str())
-            backend.no_padding()
-            backend.enable_truncation(max_length)
-            self._tokenizers[max_length] = backend
+            backend = self._tokenizers[max_length] = TruncatingTokenizer(original, max_length)
         return backend
 
     # -- inference -----------------------------------------------------------------------------

@@ -1,0 +1,86 @@
+"""Token ids for a chunk of texts in one call into the Rust tokenizer, reading no further into a
+text than the model can see. Knows nothing of torch or Kafka.
+
+A tokenizer truncates after it has tokenized the whole text: a 5,000-word post cut to 256 tokens
+costs the tokenizing of ~6,500. Where the tokenizer's pre-tokenizer splits on whitespace (so the
+tokens before a space do not depend on what follows it), a text much longer than the model's limit
+is tokenized from a prefix cut at a space instead. The prefix must still overflow the limit by a
+margin, so that its last words (which may tokenize differently without their context) are cut away
+by truncation; a prefix that does not is tokenized again whole. The ids are the same either way (a
+test holds them equal for WordPiece, byte-level BPE and SentencePiece-style tokenizers).
+"""
+
+from __future__ import annotations
+
+import json
+
+from tokenizers import Tokenizer
+
+# Prefixes are cut at this many characters per token of the limit: English averages ~4.3 for
+# WordPiece, so a prefix nearly always holds the tokens needed; one that does not is redone whole.
+CHARS_PER_TOKEN = 8
+# Tokens a prefix must have past the limit: its last words, which may tokenize differently when
+# the text is cut after them, fall in these.
+OVERFLOW_MARGIN = 16
+
+# Pre-tokenizers that split on whitespace: the tokens before a space do not depend on what follows.
+_SPLITS_ON_WHITESPACE = {"BertPreTokenizer", "Whitespace", "WhitespaceSplit"}
+# Pre-tokenizers that only split further (their decisions near the cut are local, within the margin).
+_ONLY_SPLIT = _SPLITS_ON_WHITESPACE | {"Punctuation", "Digits", "Split", "UnicodeScripts", "CharDelimiterSplit"}
+_WHITESPACE = (" ", "\n", "\t")
+
+
+def cuts_at_whitespace(pre_tokenizer: dict | None) -> bool:
+    """Whether a tokenizer with this pre-tokenizer (its JSON) tokenizes the words before a space
+    the same whatever follows the space."""
+    if not pre_tokenizer:
+        return False
+    kind = pre_tokenizer.get("type")
+    if kind in _SPLITS_ON_WHITESPACE:
+        return True
+    if kind == "ByteLevel":
+        return bool(pre_tokenizer.get("use_regex", True))  # without its regex nothing is split
+    if kind == "Metaspace":
+        return bool(pre_tokenizer.get("split", True))
+    if kind == "Sequence":
+        members = pre_tokenizer.get("pretokenizers") or []
+        splitting = [member for member in members if cuts_at_whitespace(member)]
+        others = [member for member in members if not cuts_at_whitespace(member)]
+        return bool(splitting) and all(member.get("type") in _ONLY_SPLIT for member in others)
+    return False
+
+
+class TruncatingTokenizer:
+    """A copy of a Rust tokenizer, without padding and truncating at `max_length` tokens."""
+
+    def __init__(self, original: Tokenizer, max_length: int) -> None:
+        self.max_length = max_length
+        # A copy: the wrapper's own truncation settings, which it resets on every call, stay its own.
+        self.backend = Tokenizer.from_str(original.to_str())
+        self.backend.no_padding()
+        self.backend.enable_truncation(max_length)
+        pre_tokenizer = json.loads(original.to_str()).get("pre_tokenizer")
+        self.prefix_chars: int | None = max_length * CHARS_PER_TOKEN if cuts_at_whitespace(pre_tokenizer) else None
+
+    def ids(self, texts: list[str]) -> list[list[int]]:
+        """Token ids per text, as the tokenizer gives them for the whole text truncated at `max_length`."""
+        limit = self.prefix_chars
+        cut_rows = [] if limit is None else [row for row, text in enumerate(texts) if len(text) > limit]
+        if not cut_rows:
+            return [encoding.ids for encoding in self.backend.encode_batch_fast(texts)]
+        inputs = list(texts)
+        for row in cut_rows:
+            space = max(texts[row].rfind(mark, 0, limit) for mark in _WHITESPACE)
+            if space > 0:
+                inputs[row] = texts[row][:space]
+        encodings = self.backend.encode_batch_fast(inputs)
+        ids = [encoding.ids for encoding in encodings]
+        redo = [
+            row for row in cut_rows
+            if inputs[row] is not texts[row]
+            and sum(len(piece.ids) for piece in encodings[row].overflowing) < OVERFLOW_MARGIN
+        ]
+        if redo:
+            for row, encoding in zip(redo, self.backend.encode_batch_fast([texts[row] for row in redo])):
+                ids[row] = encoding.ids
+        return ids
