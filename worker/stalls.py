@@ -2,9 +2,9 @@
 
 A partition is stalled when it is assigned, the worker has not paused it, records are waiting in it,
 and neither its fetch position nor the worker's consumed position has moved for longer than the
-timeout. (Under back-pressure the worker takes prefetched records slowly and librdkafka stops
-fetching while its queue is full: the consumed position still moves.) The inputs come from librdkafka's
-statistics (`statistics.interval.ms`), so the check costs nothing per event; the clock is an argument.
+timeout (under back-pressure librdkafka stops fetching while its queue is full, and the worker
+still takes records from it). The inputs come from librdkafka's statistics
+(`statistics.interval.ms`), so the check costs nothing per event; the clock is an argument.
 """
 
 from __future__ import annotations
