@@ -25,6 +25,10 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     "partition.assignment.strategy": "cooperative-sticky",
     # Bounded prefetch: with a deep backlog librdkafka would otherwise buffer up to 64 MB.
     "queued.max.messages.kbytes": 16384,
+    # Once that queue is full librdkafka waits this long before fetching again (1 s by default, which
+    # its docs say to lower with a lower bound): a fast worker drained the 16 MB sooner and then
+    # waited. 20,000 records of 4 KB, near-free model: ~10,800 -> ~14,000 events/s (3 paired runs).
+    "fetch.queue.backoff.ms": 50,
     # Light-load latency: Kafka answers a fetch as soon as data arrives, but some Kafka-protocol
     # brokers (Tansu, the local default) hold each fetch for the whole wait. Costs at most 20 empty
     # fetches a second per broker while idle.
