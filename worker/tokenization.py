@@ -55,11 +55,12 @@ class TruncatingTokenizer:
 
     def __init__(self, original: Tokenizer, max_length: int) -> None:
         self.max_length = max_length
+        serialized = original.to_str()
         # A copy: the wrapper's own truncation settings, which it resets on every call, stay its own.
-        self.backend = Tokenizer.from_str(original.to_str())
+        self.backend = Tokenizer.from_str(serialized)
         self.backend.no_padding()
         self.backend.enable_truncation(max_length)
-        pre_tokenizer = json.loads(original.to_str()).get("pre_tokenizer")
+        pre_tokenizer = json.loads(serialized).get("pre_tokenizer")
         self.prefix_chars: int | None = max_length * CHARS_PER_TOKEN if cuts_at_whitespace(pre_tokenizer) else None
 
     def ids(self, texts: list[str]) -> list[list[int]]:
