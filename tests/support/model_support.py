@@ -19,18 +19,34 @@ from worker.encoder import default_model_path
 LABELS = {0: "ham", 1: "spam", 2: "toxic"}
 
 
+# Encoder shapes: the tests' tiny one, and BERT-base's (the GPU run's stand-in for a fine-tuned classifier).
+TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+BERT_BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072}
+
+
 def save_tiny_model(directory: Path, kind: str, multi_label: bool = False) -> Path:
-    tokenizer = AutoTokenizer.from_pretrained(default_model_path())
+    return save_random_classifier(directory, kind, TINY, multi_label=multi_label)
+
+
+def save_random_classifier(
+    directory: Path,
+    kind: str,
+    shape: dict[str, int],
+    labels: dict[int, str] = LABELS,
+    tokenizer_dir: Path | None = None,
+    seed: int = 1234,
+    multi_label: bool = False,
+) -> Path:
+    """A sequence classifier of this shape with seeded random weights and the MiniLM tokenizer
+    (the packaged model's, unless `tokenizer_dir` names another copy of it)."""
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or default_model_path())
     common = dict(
         vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
+        **shape,
         max_position_embeddings=512,
-        num_labels=len(LABELS),
-        id2label=LABELS,
-        label2id={v: k for k, v in LABELS.items()},
+        num_labels=len(labels),
+        id2label=labels,
+        label2id={v: k for k, v in labels.items()},
         pad_token_id=tokenizer.pad_token_id,
     )
     if multi_label:
@@ -49,7 +65,7 @@ def save_tiny_model(directory: Path, kind: str, multi_label: bool = False) -> Pa
         )
     else:
         raise ValueError(kind)
-    torch.manual_seed(1234)
+    torch.manual_seed(seed)
     model = AutoModelForSequenceClassification.from_config(config)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
