@@ -31,7 +31,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import orjson  # noqa: E402
 
-from bench import ceiling, dataset, host_report, machine, report, thread_cpu  # noqa: E402
+from bench import ceiling, dataset, host_path, host_report, machine, report, thread_cpu  # noqa: E402
 from bench.host_report import MODEL, PASS_THROUGH, TOKENIZER, HostRound, HostRun  # noqa: E402
 from bench.phases import log  # noqa: E402
 from bench.tiny_model import near_free_model  # noqa: E402
@@ -209,8 +209,10 @@ def _cpu_of(pid: int | None) -> float:
 
 
 def measure_rounds(bootstrap: str, broker_pid: int | None, model_dir: Path, encoder, texts: list[str],  # type: ignore[no-untyped-def]
-                   token_ids: list[list[int]], args: argparse.Namespace, monitor: machine.LoadMonitor) -> list[HostRound]:
-    """Rounds of [each part alone, then the worker], on one broker, one worker process started once."""
+                   token_ids: list[list[int]], args: argparse.Namespace, monitor: machine.LoadMonitor,
+                   ) -> tuple[list[HostRound], host_path.HostPath]:
+    """Rounds of [each part alone, then the worker], on one broker, one worker process started once;
+    then the host path stage by stage, once the worker has stopped."""
     timeout = max(300.0, len(texts) / 50)
     background: list[tuple[str, float, float, float]] = []
     parts_topics = fresh_topics(bootstrap, "host-parts")
@@ -254,7 +256,11 @@ def measure_rounds(bootstrap: str, broker_pid: int | None, model_dir: Path, enco
             reader.close()
     finally:
         worker.stop(timeout_s=60)
-    return rounds
+    path = host_path.measure(bootstrap, parts_topics, len(texts), encoder, GPU_LIKE_BATCH, CHUNK,
+                             repetitions=1 if args.quick else 3)
+    log("host path, µs of CPU per event under the interpreter lock: "
+        + ", ".join(f"{name} {path.locked_us(width):.1f}" for width, name in host_path.WIDTHS.items()))
+    return rounds, path
 
 
 # -- the command -------------------------------------------------------------------------------------
@@ -297,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         if broker_pid:
             monitor.watch(broker_pid)
         run.settings["broker"] = "local Tansu 0.6.0 (in memory)" if broker_pid else f"external {bootstrap}"
-        run.rounds = measure_rounds(bootstrap, broker_pid, model_dir, encoder, texts.texts, token_ids, args, monitor)
+        run.rounds, run.host_path = measure_rounds(bootstrap, broker_pid, model_dir, encoder, texts.texts, token_ids,
+                                                   args, monitor)
         gc.collect()  # the Kafka clients go before the broker does, without reconnect noise
 
     print()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import statistics
 from dataclasses import dataclass, field
+from typing import Any
 
 from bench.report import markdown_table, run_lines
 
@@ -85,6 +86,7 @@ class HostRun:
     settings: dict[str, object]
     dataset: dict[str, float]
     rounds: list[HostRound] = field(default_factory=list)
+    host_path: Any = None  # bench.host_path.HostPath, when measured
 
     def verdict(self) -> str:
         return "**pass**" if target_met(median_ratio(self.rounds)) else "**FAIL**"
@@ -208,6 +210,8 @@ def render_section(run: HostRun) -> str:
             "",
         ]
         out += markdown_table(PASS_COLUMNS, passes)
+    if run.host_path is not None:
+        out += ["", *host_path_lines(run.host_path)]
     out += [
         "",
         "Other processes' share of the CPUs during each round: "
@@ -215,6 +219,39 @@ def render_section(run: HostRun) -> str:
         END,
     ]
     return "\n".join(out) + "\n"
+
+
+# The stages of bench/host_path.py, as the report names them.
+HOST_PATH_STAGES = {
+    "intake": "intake: decoding, validating, offset tracking (`Intake.accept` less the tokenizer)",
+    "tokenizer": "the tokenizer (Rust, outside the interpreter lock; its output lists inside it)",
+    "batcher": "the batcher: windows and their passes (`Batcher.add_all`)",
+    "model stage": "the model stage around a model that does nothing (`InferenceStage.score`)",
+    "publish": "publishing: rendering, producing, delivery reports, metrics",
+}
+
+
+def host_path_lines(path: Any) -> list[str]:
+    """The host path's stages, µs of CPU per event at each embedding width, and one interpreter's ceiling."""
+    widths = list(path.widths)
+    rows = [[label, *(f"{path.stage_us(width)[stage]:.1f}" for width in widths)]
+            for stage, label in HOST_PATH_STAGES.items()]
+    rows.append(["**under the interpreter lock** (all but the tokenizer)",
+                 *(f"**{path.locked_us(width):.1f}**" for width in widths)])
+    rows.append(["one interpreter's ceiling, events/s (1 / the above)", *(f"{path.ceiling(width):,.0f}" for width in widths)])
+    return [
+        "### The host path's CPU per event, stage by stage",
+        "",
+        f"`bench/host_path.py`: the worker's stages driven in turn on one thread over the same {path.events:,} "
+        "records consumed from the broker, with a model that does no work, the worker's metrics set-up and "
+        "`gc.freeze()` as the worker has them; CPU time of that thread (`time.thread_time`), medians of "
+        f"{len(path.repetitions)} run{'s' if len(path.repetitions) != 1 else ''}. Embeddings are rendered as JSON "
+        "at the widths of the models a user would run. What runs under the interpreter lock bounds one worker "
+        "process whatever its device: in front of a GPU, its sum is the host's cost of an event.",
+        "",
+        *markdown_table(["stage", *(f"µs per event, width {width} ({name})" for width, name in path.widths.items())],
+                        rows),
+    ]
 
 
 def splice(document: str, section: str) -> str:

@@ -194,6 +194,38 @@ class Batcher(Generic[T]):
                 closed.append(self._close())
         return closed
 
+    def add_all(self, entries: list[T], lengths: list[int | None], now: float) -> list[Window[T]]:
+        """`add` for a polled chunk, in order; returns the windows it closes.
+
+        With sorting on, a window closes only at `sort_window` entries with a length, so the chunk
+        is cut into slices at those points instead of being added an entry at a time.
+        """
+        if not self.policy.sorting:
+            closed: list[Window[T]] = []
+            for entry, length in zip(entries, lengths):
+                closed += self.add(entry, length, now)
+            return closed
+        model_rows = range(len(lengths)) if None not in lengths else [i for i, n in enumerate(lengths) if n is not None]
+        closed = []
+        start = taken = 0  # taken: entries of model_rows already placed
+        while start < len(entries):
+            if self._opened_at is None:
+                self._opened_at = now
+            room = self.policy.sort_window - self._model_count
+            if len(model_rows) - taken < room:  # the rest of the chunk fits in the open window
+                self._entries += entries[start:]
+                self._lengths += lengths[start:]
+                self._model_count += len(model_rows) - taken
+                break
+            end = model_rows[taken + room - 1] + 1  # the window closes after its last entry
+            self._entries += entries[start:end]
+            self._lengths += lengths[start:end]
+            self._model_count += room
+            taken += room
+            closed.append(self._close())
+            start = end
+        return closed
+
     def poll(self, now: float, model_wants_window: bool = False) -> list[Window[T]]:
         """Close the open window when its wait is over, or (`close_when_idle`) when no window is
         waiting for the model (`model_wants_window`)."""

@@ -48,6 +48,8 @@ class ScoredWindow:
     model_seconds: float = 0.0
     model_rejections: dict[int, Rejection] = field(default_factory=dict)
 
-    def rejection(self, index: int) -> Rejection | None:
-        """Why entry `index` gets a dead letter instead of outputs (None: it gets outputs)."""
-        return self.model_rejections.get(index) or self.window.entries[index].rejection
+    def rejections(self) -> dict[int, Rejection]:
+        """The entries (by index) that get a dead letter instead of outputs, and why."""
+        rejected = {i: entry.rejection for i, entry in enumerate(self.window.entries) if entry.rejection is not None}
+        rejected.update(self.model_rejections)
+        return rejected

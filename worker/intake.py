@@ -37,8 +37,8 @@ class Intake:
         self.tracing = tracing if tracing is not None and tracing.enabled else None
         self.tokenize_seconds = 0.0  # the tokenizer's own share of the last `accept`
 
-    def accept(self, messages: Sequence[Any]) -> list[tuple[Entry, int | None]]:
-        """Entries in message order, each with its token count (None when rejected).
+    def accept(self, messages: Sequence[Any]) -> tuple[list[Entry], list[int | None]]:
+        """Entries in message order, and their token counts (None for a rejected entry).
 
         `messages` are confluent-kafka Messages without errors (anything with the same methods).
         """
@@ -78,15 +78,18 @@ class Intake:
         started = time.perf_counter()
         token_ids = self.tokenize(texts, overflow)
         self.tokenize_seconds = time.perf_counter() - started
+        lengths: list[int | None] = [None] * len(entries)
         for row, ids in zip(text_rows, token_ids):
             entry = entries[row]
-            if len(ids) > self.max_length:
+            length = len(ids)
+            if length > self.max_length:
                 entry.rejection = Rejection(
                     Reason.TOO_MANY_TOKENS, f"text has more than {self.max_length} tokens (WORKER_MODEL__MAX_LENGTH)"
                 )
             else:
                 entry.token_ids = ids
-        return [(entry, len(entry.token_ids) if entry.token_ids is not None else None) for entry in entries]
+                lengths[row] = length
+        return entries, lengths
 
 
 def _shed_oversized(entry: Entry, limit: int) -> None:

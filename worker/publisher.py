@@ -88,7 +88,7 @@ class Publisher(threading.Thread):
             self.failure.record(exc)
 
     def publish(self, scored: ScoredWindow) -> None:
-        rows = list(self._render(scored))
+        rows = self._render(scored)
         rejected = sum(1 for row in rows if row[1] is not None)
         outputs = rejected + (len(rows) - rejected) * self.outputs_per_event
         self.commits.deliver(rows, outputs, self._produce, self._finished)
@@ -96,60 +96,67 @@ class Publisher(threading.Thread):
 
     def _produce(self, rows: Sequence[Row], callback: DeliveryCallback | None) -> None:
         labels_topic, embeddings_topic = self.topics.labels, self.topics.embeddings
+        produce = self.producer.produce
+        options = {} if callback is None else {"on_delivery": callback}
         for entry, rejection, labels_value, embeddings_value, headers in rows:
             if rejection is not None:
                 self._produce_dead_letter(entry, rejection, callback)
                 continue
-            if labels_value is not None:
-                self._send(labels_topic, labels_value, entry.key, headers, callback)
-            if embeddings_value is not None:
-                self._send(embeddings_topic, embeddings_value, entry.key, headers, callback)
+            # One plain call per output; `_send` (which serves a full queue) only when it is full.
+            for topic, value in ((labels_topic, labels_value), (embeddings_topic, embeddings_value)):
+                if value is None:
+                    continue
+                try:
+                    produce(topic, value, entry.key, headers=headers, **options)
+                except (BufferError, KafkaException):
+                    self._send(topic, value, entry.key, headers, callback)
 
     def _finished(self, rows: Sequence[Row]) -> None:
         """Every output of these rows is durable: count them once."""
         labelled = sum(1 for row in rows if row[1] is None)
         if labelled:
             self.metrics.events_labelled.add(labelled)
-        now_s = time.time()
+        now_ms = time.time() * 1000.0
         record = self.metrics.end_to_end_latency.record
-        for row in rows:
-            entry = row[0]
-            if entry.source.timestamp_ms is not None:
-                record(max(0.0, now_s - entry.source.timestamp_ms / 1000.0))
+        for timestamp_ms in [row[0].source.timestamp_ms for row in rows]:
+            if timestamp_ms is not None:
+                record(max(0.0, now_ms - timestamp_ms) / 1000.0)
 
     # -- shared --------------------------------------------------------------------------------
 
-    def _render(self, scored: ScoredWindow):  # type: ignore[no-untyped-def]
+    def _render(self, scored: ScoredWindow) -> list[Row]:
         """(entry, rejection, labels value, embeddings value, headers) per entry, in window order.
 
         Values are None for an output that is off or an entry that was rejected (by intake or by
-        the model).
+        the model). The label columns come from numpy once per window; the loop only fills records.
         """
         entries = scored.window.entries
         serializer = self.serializer
+        label_set = scored.label_set
         now_ns = time.time_ns()
         now_ms = now_ns // 1_000_000
         window_span = scored.window.tag if self.tracing is not None else None
-        rejections = [scored.rejection(i) for i in range(len(entries))]
-        rows = [i for i, rejection in enumerate(rejections) if rejection is None]
-        if self.topics.labels and rows:
-            winners, top_names, top_scores = serializer.label_columns(scored.scores[rows], scored.label_set)
-        row_of = {i: n for n, i in enumerate(rows)}
-        for i, entry in enumerate(entries):
-            rejection = rejections[i]
-            if rejection is not None:
-                yield entry, rejection, None, None, entry.headers
-                continue
-            source = entry.source.as_dict()
+        rejections = scored.rejections()
+        good = [i for i in range(len(entries)) if i not in rejections] if rejections else range(len(entries))
+        labels_on, embeddings_on = bool(self.topics.labels), bool(self.topics.embeddings)
+        if labels_on and good:
+            winners, top_names, top_scores = serializer.label_columns(scored.scores[good], label_set)
+        rows: list[Row] = [None] * len(entries)  # type: ignore[list-item]
+        for i, rejection in rejections.items():
+            rows[i] = (entries[i], rejection, None, None, entries[i].headers)
+        for n, i in enumerate(good):
+            entry = entries[i]
+            source_dict = entry.source.as_dict()
             labels_value = embeddings_value = None
-            if self.topics.labels:
-                n = row_of[i]
+            if labels_on:
                 labels_value = serializer.labels_value(
-                    entry.event_id, scored.label_set, winners[n], top_names[n], top_scores[n], source, now_ms  # type: ignore[arg-type]
+                    entry.event_id, label_set, winners[n], top_names[n], top_scores[n], source_dict, now_ms  # type: ignore[arg-type]
                 )
-            if self.topics.embeddings:
-                embeddings_value = serializer.embeddings_value(entry.event_id, scored.embeddings[i], source, now_ms)  # type: ignore[arg-type]
-            yield entry, None, labels_value, embeddings_value, self._headers(entry, window_span, now_ns)
+            if embeddings_on:
+                embeddings_value = serializer.embeddings_value(entry.event_id, scored.embeddings[i], source_dict, now_ms)  # type: ignore[arg-type]
+            headers = entry.headers if window_span is None else self._headers(entry, window_span, now_ns)
+            rows[i] = (entry, None, labels_value, embeddings_value, headers)
+        return rows
 
     def _headers(self, entry: Entry, window_span: Any, now_ns: int) -> Any:
         if window_span is None:

@@ -225,7 +225,7 @@ class Worker:
             good = [message for message in messages if not self._is_error(message)]
             if good:
                 started_ns = time.time_ns()
-                accepted = intake.accept(good)
+                entries, lengths = intake.accept(good)
                 ended_ns = time.time_ns()
                 self.metrics.intake_duration.record((ended_ns - started_ns) / 1e9)
                 self.metrics.tokenize_duration.record(intake.tokenize_seconds)
@@ -233,10 +233,8 @@ class Worker:
                     self.metrics.events_consumed.add(count, {"topic": topic})
                 if self.tracing.enabled:
                     self._tokenize_slices.append((started_ns, ended_ns, len(good)))
-                now = time.monotonic()
-                for entry, length in accepted:
-                    for window in self.batcher.add(entry, length, now):
-                        self._submit(window)
+                for window in self.batcher.add_all(entries, lengths, time.monotonic()):
+                    self._submit(window)
         if self._model_has_room():
             # While the model is busy a window keeps filling past its wait: it could not start
             # sooner anyway, and a fuller window sorts into less padding.

@@ -230,3 +230,27 @@ def test_least_cost_cuts_match_the_plain_dynamic_programme_on_random_windows():
         lengths = [rng.choice([None, *range(1, 300)]) if rng.random() < 0.1 else rng.randint(1, 300)
                    for _ in range(rng.randint(0, 400))]
         assert plan_batches(lengths, policy, sort=True) == least_cost_cuts_by_the_book(lengths, policy)
+
+
+def test_add_all_closes_the_same_windows_as_adding_one_at_a_time():
+    import random
+
+    rng = random.Random(3)
+    for policy in (BatchPolicy(max_size=4, max_tokens=64, sort_window=5), unsorted(max_size=3, max_tokens=40)):
+        one_by_one, chunked = Batcher(policy), Batcher(policy)
+        expected, got = [], []
+        for chunk_number in range(40):
+            entries = [f"{chunk_number}-{i}" for i in range(rng.randrange(0, 13))]
+            # Rejected entries (no length) ride along, also first and last in a chunk.
+            lengths = [None if rng.random() < 0.2 else rng.randrange(1, 30) for _ in entries]
+            now = chunk_number * 0.01
+            for entry, length in zip(entries, lengths):
+                expected += one_by_one.add(entry, length, now)
+            got += chunked.add_all(entries, lengths, now)
+            assert len(chunked) == len(one_by_one) and chunked.deadline() == one_by_one.deadline()
+        expected += one_by_one.flush()
+        got += chunked.flush()
+        assert [(w.entries, w.lengths, w.batches, w.opened_at) for w in got] == [
+            (w.entries, w.lengths, w.batches, w.opened_at) for w in expected
+        ]
+        assert len(got) > 5

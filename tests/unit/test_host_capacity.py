@@ -146,3 +146,24 @@ def test_forward_passes_are_read_from_metric_deltas_and_reported_per_event_next_
     # Rounds without metrics (no /metrics endpoint) leave the table out.
     bare = HostRun("cmd", False, {}, {}, {}, rounds=[HostRound(30_000, {MODEL: 12_500}, 5.0, {})])
     assert host_report.pass_rows(bare) == []
+
+
+def test_the_host_path_sums_the_stages_under_the_interpreter_lock_and_states_one_interpreters_ceiling():
+    from bench.host_path import HostPath
+
+    seconds = {"intake": 0.05, "tokenizer": 0.6, "batcher": 0.02,  # 10,000 events: 5, 60 and 2 µs each
+               "model stage@32": 0.01, "publish@32": 0.12, "model stage@384": 0.01, "publish@384": 0.2}
+    slower = {stage: value * 2 for stage, value in seconds.items()}
+    path = HostPath(10_000, widths={32: "near-free model", 384: "MiniLM"}, repetitions=[seconds, slower, seconds])
+    assert path.stage_us(384) == pytest.approx(
+        {"intake": 5.0, "tokenizer": 60.0, "batcher": 2.0, "model stage": 1.0, "publish": 20.0})
+    assert path.locked_us(32) == pytest.approx(5 + 2 + 1 + 12)  # the tokenizer's Rust runs outside the lock
+    assert path.ceiling(384) == pytest.approx(1e6 / 28)
+    lines = "\n".join(host_report.host_path_lines(path))
+    assert "| **under the interpreter lock** (all but the tokenizer) | **20.0** | **28.0** |" in lines
+    assert "| one interpreter's ceiling, events/s (1 / the above) | 50,000 | 35,714 |" in lines
+    assert "width 384 (MiniLM)" in lines and "medians of 3 runs" in lines
+    run = sample_run(10.0)
+    assert "stage by stage" not in host_report.render_section(run)
+    run.host_path = path
+    assert lines in host_report.render_section(run)

@@ -47,12 +47,13 @@ def test_oversized_records_are_rejected_before_tokenizing_and_shed_their_bulk():
     big_headers = FakeMessage(1, b'{"text": "small"}', key=b"user-2", headers=[("blob", b"h" * 2000)])
     big_key = FakeMessage(2, b'{"text": "small"}', key=b"k" * 2000)
     fine = FakeMessage(3, b'{"text": "fine"}', key=b"user-3", headers=[("tenant", b"acme")])
-    accepted = intake(tokenized).accept([big_value, big_headers, big_key, fine])
+    accepted, lengths = intake(tokenized).accept([big_value, big_headers, big_key, fine])
 
     assert tokenized == ["fine"]
-    reasons = [entry.rejection.reason if entry.rejection else None for entry, _ in accepted]
+    reasons = [entry.rejection.reason if entry.rejection else None for entry in accepted]
     assert reasons == [Reason.RECORD_TOO_LARGE] * 3 + [None]
-    value_only, headers_too, key_too, kept = (entry for entry, _ in accepted)
+    assert lengths == [None, None, None, 3]
+    value_only, headers_too, key_too, kept = accepted
     # The value is never copied to the dead letter; key and headers are, unless they are the bulk.
     assert value_only.value is None and value_only.key == b"user-1" and value_only.headers == [("tenant", b"acme")]
     assert headers_too.value is None and headers_too.key is None and headers_too.headers is None
