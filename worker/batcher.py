@@ -22,15 +22,13 @@ token length.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import numpy as np
 
 T = TypeVar("T")
-
-# Batches allowed more rows than this are costed with numpy (see plan_batches).
-NUMPY_ROWS = 32
 
 # Used until warm-up has measured the model's own per-pass cost.
 DEFAULT_PASS_OVERHEAD_TOKENS = 64
@@ -98,36 +96,9 @@ def plan_batches(lengths: list[int | None], policy: BatchPolicy, sort: bool) -> 
     order = [i for i, length in enumerate(lengths) if length is not None]
     if not sort:
         return cut_in_order(order, lengths, policy)
-    order.sort(key=lambda i: lengths[i])  # type: ignore[arg-type, return-value]
+    order.sort(key=lengths.__getitem__)  # type: ignore[arg-type]
     sizes: list[int] = [lengths[i] for i in order]  # type: ignore[misc]
-    # best[end]: least cost of batching sizes[:end]; start[end]: where its last batch begins.
-    # A batch sizes[first:end] costs longest × (end - first) + overhead, so the best first for an
-    # end is the argmin of best[first] - longest × first over the rows it may hold. Past a few
-    # dozen rows that is one numpy reduction per entry instead of a Python loop (a GPU's window of
-    # 2,048 at batch 256 took ~50 ms in pure Python, ~5 ms so); below, the loop is cheaper than the
-    # call. Both pick the earliest of equal costs (whole numbers, exact in float64).
-    count = len(sizes)
-    best = [0.0] * (count + 1)
-    best_array = np.zeros(count + 1)
-    start = [0] * (count + 1)
-    firsts = np.arange(count + 1, dtype=np.float64)
-    overhead = policy.pass_overhead_tokens
-    for end in range(1, count + 1):
-        longest = sizes[end - 1]  # sorted: the last entry of a batch is its longest
-        rows = max(1, min(policy.max_size, policy.max_tokens // max(1, longest), end))
-        low = end - rows
-        if rows > NUMPY_ROWS:
-            candidates = best_array[low:end] - longest * firsts[low:end]
-            pick = int(candidates.argmin())
-            first, cost = low + pick, float(candidates[pick]) + longest * end + overhead
-        else:
-            first, cost = low, float("inf")
-            for candidate in range(low, end):
-                candidate_cost = best[candidate] + longest * (end - candidate) + overhead
-                if candidate_cost < cost:
-                    first, cost = candidate, candidate_cost
-        start[end], best[end] = first, cost
-        best_array[end] = cost
+    start = least_cost_starts(sizes, policy)
     batches: list[list[int]] = []
     end = len(sizes)
     while end > 0:
@@ -135,6 +106,49 @@ def plan_batches(lengths: list[int | None], policy: BatchPolicy, sort: bool) -> 
         end = start[end]
     batches.reverse()
     return batches
+
+
+def least_cost_starts(sizes: list[int], policy: BatchPolicy) -> list[int]:
+    """For each `end`, where the last batch of the least-cost cut of `sizes[:end]` (ascending) starts.
+
+    The dynamic programme: best[end] = min over `first` of best[first] + longest × (end - first) +
+    overhead, with `first` no further back than the batch limits allow; a batch's longest is its
+    last size. It is solved a run of equal sizes at a time, with numpy, instead of an end at a time:
+    adding a text of size s to a prefix costs at least s, so for an end inside a run, a batch
+    starting one text further back within the run never costs more. The best start is then the
+    best one at or before the run's start (a suffix minimum over those, the same for every end of
+    the run), or, for ends past the reach of a batch, the furthest the limits allow. Ties go to the
+    earliest start, as a plain loop over starts would choose.
+    """
+    count = len(sizes)
+    best = np.zeros(count + 1)  # whole numbers, exact in float64
+    start = np.zeros(count + 1, dtype=np.int64)
+    overhead = policy.pass_overhead_tokens
+    run_start = 0
+    while run_start < count:
+        size = sizes[run_start]
+        run_end = bisect.bisect_right(sizes, size, run_start)
+        reach = max(1, min(policy.max_size, policy.max_tokens // max(1, size)))  # rows one batch may hold
+        lowest = max(0, run_start + 1 - reach)
+        # best[first] - size × first for starts at or before the run's; backwards, so that a running
+        # minimum is the minimum over [first, run_start] and its latest position the earliest start.
+        backwards = (best[lowest : run_start + 1] - size * np.arange(lowest, run_start + 1))[::-1]
+        minima = np.minimum.accumulate(backwards)
+        positions = np.maximum.accumulate(np.where(backwards == minima, np.arange(len(backwards)), 0))
+        ends = np.arange(run_start + 1, min(run_end, run_start + reach) + 1)
+        back = run_start - (ends - np.minimum(reach, ends))  # how far before the run the reach goes
+        best[ends] = minima[back] + size * ends + overhead
+        start[ends] = run_start - positions[back]
+        # Ends of a long run beyond the reach: a full batch of the run's own texts after the best
+        # cut of what comes before it.
+        block = int(ends[-1]) + 1
+        while block <= run_end:
+            later = np.arange(block, min(run_end, block + reach - 1) + 1)
+            best[later] = best[later - reach] + size * reach + overhead
+            start[later] = later - reach
+            block = int(later[-1]) + 1
+        run_start = run_end
+    return start.tolist()
 
 
 def cut_in_order(order: list[int], lengths: list[int | None], policy: BatchPolicy) -> list[list[int]]:

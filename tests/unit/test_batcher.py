@@ -230,6 +230,9 @@ def test_least_cost_cuts_match_the_plain_dynamic_programme_on_random_windows():
         lengths = [rng.choice([None, *range(1, 300)]) if rng.random() < 0.1 else rng.randint(1, 300)
                    for _ in range(rng.randint(0, 400))]
         assert plan_batches(lengths, policy, sort=True) == least_cost_cuts_by_the_book(lengths, policy)
+        # Many texts of a few sizes: runs of equal sizes longer than a batch may hold.
+        repeated = [rng.choice([None, 1, 2, 3, 9, 40, 41, 250]) for _ in range(rng.randint(0, 400))]
+        assert plan_batches(repeated, policy, sort=True) == least_cost_cuts_by_the_book(repeated, policy)
 
 
 def test_add_all_closes_the_same_windows_as_adding_one_at_a_time():
