@@ -60,11 +60,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="the near-free model's WORKER_MODEL__DTYPE, in the worker and alone (default float32; "
                              "auto picks bfloat16 on CPUs with native support, where oneDNN builds kernels for "
                              "each new batch shape, ~2 ms each: a cost of the CPU model, not of the host path)")
+    parser.add_argument("--host-path-runs", type=int,
+                        help="runs of the stage-by-stage host path (bench/host_path.py) after the rounds "
+                             "(default 3; --quick 1; 0 leaves it out)")
     parser.add_argument("--quiet-wait", type=float, default=20.0,
                         help="before each round, wait up to this many seconds for other load to drop (default 20)")
     args = parser.parse_args(argv)
     args.events = args.events or (8000 if args.quick else 30_000)
     args.rounds = args.rounds or (2 if args.quick else 5)
+    if args.host_path_runs is None:
+        args.host_path_runs = 1 if args.quick else 3
     if args.out is None and not args.quick:
         args.out = DEFAULT_OUT
     return args
@@ -210,7 +215,7 @@ def _cpu_of(pid: int | None) -> float:
 
 def measure_rounds(bootstrap: str, broker_pid: int | None, model_dir: Path, encoder, texts: list[str],  # type: ignore[no-untyped-def]
                    token_ids: list[list[int]], args: argparse.Namespace, monitor: machine.LoadMonitor,
-                   ) -> tuple[list[HostRound], host_path.HostPath]:
+                   ) -> tuple[list[HostRound], host_path.HostPath | None]:
     """Rounds of [each part alone, then the worker], on one broker, one worker process started once;
     then the host path stage by stage, once the worker has stopped."""
     timeout = max(300.0, len(texts) / 50)
@@ -256,8 +261,9 @@ def measure_rounds(bootstrap: str, broker_pid: int | None, model_dir: Path, enco
             reader.close()
     finally:
         worker.stop(timeout_s=60)
-    path = host_path.measure(bootstrap, parts_topics, len(texts), encoder, GPU_LIKE_BATCH, CHUNK,
-                             repetitions=1 if args.quick else 3)
+    if not args.host_path_runs:
+        return rounds, None
+    path = host_path.measure(bootstrap, parts_topics, len(texts), encoder, GPU_LIKE_BATCH, CHUNK, args.host_path_runs)
     log("host path, µs of CPU per event under the interpreter lock: "
         + ", ".join(f"{name} {path.locked_us(width):.1f}" for width, name in host_path.WIDTHS.items()))
     return rounds, path

@@ -199,7 +199,7 @@ else
   COMMON=(--rounds 3 --retries 1 --quiet-wait 0 --backlog 100000 --backlog-seconds 20 --latency-seconds 15)
   MINILM_SIZE=(--events 20000 --baseline-events 1500)
   BERT_SIZE=(--events 10000 --baseline-events 500 --backlog 50000 --backlog-seconds 15 --latency-seconds 10)
-  HOST_SIZE=(--events 15000 --rounds 3 --quiet-wait 0)
+  HOST_SIZE=(--events 15000 --rounds 3 --quiet-wait 0 --host-path-runs 1)
   SPY_S=20; CAP_MINILM=240; CAP_BERT=200; CAP_HOST=100
 fi
 

@@ -128,6 +128,8 @@ def test_quick_sizes_write_no_file_unless_asked():
     # A GPU's model thread is one thread of host work; float32 spares the CPU model oneDNN's kernel
     # builds per batch shape, which bfloat16 pays and the host path does not cause.
     assert (full.model_threads, full.model_dtype) == (1, "float32")
+    assert (quick.host_path_runs, full.host_path_runs) == (1, 3)
+    assert host_capacity.parse_args(["--host-path-runs", "0"]).host_path_runs == 0
     assert host_capacity.parse_args(["--model-threads", "0"]).model_threads == 0
 
 
