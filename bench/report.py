@@ -308,8 +308,16 @@ TRIED_AND_MEASURED = [
     " working set, taken back by the next passes.",
     "- Start-up objects (~400,000: torch, transformers, the model) frozen out of garbage collection"
     " after warm-up (`gc.freeze()`): 17% of the poll thread's samples were in the collector.",
-    "- Batch plans costed with one numpy reduction per entry for batches of more than 32 rows: a"
-    " GPU-sized window (2,048 events, batch 256) took ~45 ms of the poll thread, now ~6 ms.",
+    "- Batch plans solved a run of equal lengths at a time, with numpy (`worker/batcher.py`): a"
+    " GPU-sized window (2,048 events, batch 256) took ~45 ms of the poll thread in pure Python, ~5–7 ms"
+    " with one numpy reduction per entry, now ~2.5–3 ms; the cuts are the same.",
+    "- The host path per window: intake hands a polled chunk's entries and lengths to"
+    " `Batcher.add_all`, which cuts it into windows by slices; the publisher renders a window into one"
+    " list; no exemplar filter on the metrics (an OpenTelemetry histogram record cost 5.1 µs with the"
+    " default filter, 3.3 without, and `end_to_end.latency` is recorded for every event). The CPU per"
+    " event under the interpreter lock, one thread, a model that does nothing (the measurement that"
+    " became `bench/host_path.py`), 2 paired runs: ~21 → ~19 µs at embedding width 32, ~30 → ~22 at"
+    " 384.",
     "- Deliveries counted per window rather than per output: the publisher's CPU per event is within"
     " noise either way (~22–32 µs, mostly rendering JSON), kept because the offset tracker is then told"
     " once per window.",
@@ -348,7 +356,13 @@ TRIED_AND_MEASURED = [
     " the core first: host-capacity medians 0.62 and 0.59 against 0.68 in one set of runs, 0.51 and"
     " 0.65 against 0.62 in another (with other load). No heap trimming with the near-free model:"
     " medians over 9 paired rounds 0.67 against 0.65, within the noise, while a MiniLM backlog peaks"
-    " at 2.98× idle without it.",
+    " at 2.98× idle without it. Every pass at `max_size` (`pass_overhead_tokens` 100,000): 0.42–0.47"
+    " against 0.59–0.69 by default over 3 paired sets of 2 rounds (the near-free model is slower per"
+    " event in passes of 256 than of 32–64). Taking one record a turn as soon as the model's queue is"
+    " full, so that one window fewer waits in the worker and a burst's last second, when only the"
+    " model works, is shorter: medians 0.62 against 0.61 over 6 paired rounds, and with `queue_depth`"
+    " 1 windows would alternate between full and nearly empty. Padding a batch with numpy masks"
+    " instead of a row at a time: 1.3–1.4 against 1.6–1.7 µs per row, too little to change it.",
     "",
 ]
 

@@ -93,6 +93,10 @@ def run_command(config_file: Path | None) -> int:
     log.info("effective settings", extra={"settings": settings.masked()})
     stop = threading.Event()
     install_signal_handlers(stop)
+    if settings.process.count > 1:
+        from worker.processes import run_processes
+
+        return run_processes(settings, config_file, stop)
     try:
         return serve(settings, stop)
     except SettingsError as exc:

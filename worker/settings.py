@@ -296,6 +296,18 @@ class HttpSettings(_Section):
     host: str = Field("0.0.0.0", description="Address the HTTP server binds.")
 
 
+class ProcessSettings(_Section):
+    count: int = Field(
+        1,
+        ge=1,
+        le=32,
+        description="Worker processes in this container, each a member of the consumer group with its own "
+        "copy of the model, under one supervisor that serves the HTTP port: more than one interpreter to "
+        "feed a fast GPU (docs/deployment.md). Process i's own HTTP server listens on 127.0.0.1, port "
+        "`http.port` + 1 + i.",
+    )
+
+
 class LogSettings(_Section):
     format: LogFormat = Field(LogFormat.JSON, description="`json` lines, or `text` for a terminal.")
     level: str = Field(
@@ -333,6 +345,7 @@ class WorkerSettings(BaseSettings):
     output: OutputSettings = Field(default_factory=OutputSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    process: ProcessSettings = Field(default_factory=ProcessSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
 
