@@ -23,7 +23,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import orjson
@@ -31,6 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from worker.http_server import BackgroundServer, QuietHandler
 from worker.kafka_clients import instance_id
 from worker.settings import WorkerSettings
 
@@ -88,55 +88,37 @@ def _get(url: str) -> tuple[int, bytes]:
         return 0, orjson.dumps({"ok": False, "reasons": [f"not answering: {exc}"]})
 
 
-class SupervisorServer:
+class SupervisorServer(BackgroundServer):
     """The container's HTTP port: each path answered from every process's own server."""
 
     def __init__(self, host: str, port: int, child_ports: list[int]) -> None:
         urls = [f"http://127.0.0.1:{child}" for child in child_ports]
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
                     answers = {i: _get(url + path) for i, url in enumerate(urls)}
                     texts = {i: body.decode() for i, (code, body) in answers.items() if code == 200}
-                    self._send(200, merge_metrics(texts), CONTENT_TYPE_LATEST)
+                    self.send(200, merge_metrics(texts), CONTENT_TYPE_LATEST)
                 elif path in ("/livez", "/readyz"):
-                    answers = [_get(url + path) for url in urls]
                     reasons = []
-                    for i, (code, body) in enumerate(answers):
+                    for i, (code, body) in enumerate(_get(url + path) for url in urls):
                         if code != 200:
-                            try:
-                                found = orjson.loads(body).get("reasons") or [f"HTTP {code}"]
-                            except orjson.JSONDecodeError:
-                                found = [f"HTTP {code}"]
-                            reasons += [f"process {i}: {reason}" for reason in found]
-                    ok = not reasons
-                    self._send(200 if ok else 503, orjson.dumps({"ok": ok, "reasons": reasons}), "application/json")
+                            reasons += [f"process {i}: {reason}" for reason in _reasons(code, body)]
+                    body = orjson.dumps({"ok": not reasons, "reasons": reasons})
+                    self.send(503 if reasons else 200, body, "application/json")
                 else:
-                    self._send(404, b'{"error": "not found"}', "application/json")
+                    self.send(404, b'{"error": "not found"}', "application/json")
 
-            def _send(self, code: int, body: bytes, content_type: str) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+        super().__init__(host, port, Handler)
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-                pass
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
-        self._thread = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
-
-    def start(self) -> SupervisorServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+def _reasons(code: int, body: bytes) -> list[str]:
+    try:
+        return list(orjson.loads(body).get("reasons") or []) or [f"HTTP {code}"]
+    except (orjson.JSONDecodeError, AttributeError):
+        return [f"HTTP {code}"]
 
 
 def run_processes(

@@ -19,7 +19,9 @@
 # Settings (environment): OUT (required), QUICK=1 (tiny sizes and CPU-sized batches: a rehearsal
 # on a machine without a GPU), SKIP_WHEELS=1 (use $PYTHON's packages as they are), PYTHON (default
 # python3), BUDGET_S (default 540; 660 with QUICK), WORK_DIR (scratch, kept; default a fresh
-# /tmp/gpu-bench.*, removed at the end unless KEEP_WORK=1).
+# /tmp/gpu-bench.*, removed at the end unless KEEP_WORK=1), PROCESSES (the MiniLM run's
+# WORKER_PROCESS__COUNT, default 1: worker processes sharing the GPU; its RSS and CPU figures then
+# count the supervisor only).
 set -uo pipefail
 
 COMMIT=${1:?usage: OUT=DIR bash bench/gpu/run_on_device.sh COMMIT}
@@ -204,7 +206,7 @@ else
 fi
 
 with_spy minilm "$SPY_S" step "bench/run.py, MiniLM (the default model)" "$CAP_MINILM" 60 \
-  "$PY" bench/run.py "${COMMON[@]}" "${MINILM_SIZE[@]}" "${BATCH[@]}" \
+  "$PY" bench/run.py "${COMMON[@]}" "${MINILM_SIZE[@]}" "${BATCH[@]}" --set "process.count=${PROCESSES:-1}" \
   --set model.name=all-MiniLM-L6-v2-random-weights --out "$OUT/benchmarks-gpu.md"
 with_spy bert-base "$SPY_S" step "bench/run.py, BERT-base-shaped classifier" "$CAP_BERT" 60 \
   "$PY" bench/run.py "${COMMON[@]}" "${BERT_SIZE[@]}" "${BATCH[@]}" \
