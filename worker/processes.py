@@ -142,14 +142,14 @@ def run_processes(
             if ended:
                 index, code = ended[0]
                 log.error("worker process ended; stopping the others", extra={"worker_process": index, "exit_code": code})
-                exit_code = code or 1  # ended on its own: the pod should restart whole
+                exit_code = code if code > 0 else 1  # ended on its own (or by a signal): restart the pod whole
                 break
     finally:
         codes = _stop_all(children, settings.delivery.drain_timeout_s + STOP_MARGIN_S)
         if server is not None:
             server.stop()
-    if exit_code == 0:
-        exit_code = next((code for code in codes if code != 0), 0)
+    if exit_code == 0 and any(code != 0 for code in codes):
+        exit_code = next((code for code in codes if code > 0), 1)
     log.info("worker processes stopped", extra={"exit_codes": codes})
     return exit_code
 
