@@ -121,14 +121,18 @@ def _reasons(code: int, body: bytes) -> list[str]:
         return [f"HTTP {code}"]
 
 
+def worker_command(config_file: Path | None) -> list[str]:
+    """One worker process, with the supervisor's settings file (its environment comes with it)."""
+    return [sys.executable, "-m", "worker", "run", *(["--config", str(config_file)] if config_file else [])]
+
+
 def run_processes(
     settings: WorkerSettings, config_file: Path | None, stop: threading.Event, command: list[str] | None = None
 ) -> int:
     """Run `settings.process.count` worker processes (`command`, default `python -m worker run`)
     until `stop` is set or one of them ends; returns the exit code for the container."""
     count = settings.process.count
-    if command is None:
-        command = [sys.executable, "-m", "worker", "run", *(["--config", str(config_file)] if config_file else [])]
+    command = command or worker_command(config_file)
     server = None
     if settings.http.port:
         server = SupervisorServer(settings.http.host, settings.http.port,

@@ -10,7 +10,7 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from worker.processes import PROCESS_LABEL, child_environment, merge_metrics, run_processes
+from worker.processes import PROCESS_LABEL, child_environment, merge_metrics, run_processes, worker_command
 from worker.settings import WorkerSettings
 
 
@@ -27,6 +27,12 @@ def test_each_process_gets_its_own_port_on_localhost_and_its_own_instance_id_and
     assert all(env["PATH"] == "/bin" for env in envs)
     off = child_environment(settings(http={"port": 0}, process={"count": 2}), 1, {})
     assert off["WORKER_HTTP__PORT"] == "0"
+
+
+def test_each_process_runs_the_worker_with_the_supervisors_settings_file(tmp_path):
+    config = tmp_path / "worker.yaml"
+    assert worker_command(config) == [sys.executable, "-m", "worker", "run", "--config", str(config)]
+    assert worker_command(None) == [sys.executable, "-m", "worker", "run"]
 
 
 def test_settings_refuse_no_processes():
