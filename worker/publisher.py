@@ -118,7 +118,8 @@ class Publisher(threading.Thread):
             self.metrics.events_labelled.add(labelled)
         now_ms = time.time() * 1000.0
         record = self.metrics.end_to_end_latency.record
-        for timestamp_ms in [row[0].source.timestamp_ms for row in rows]:
+        for row in rows:
+            timestamp_ms = row[0].source.timestamp_ms
             if timestamp_ms is not None:
                 record(max(0.0, now_ms - timestamp_ms) / 1000.0)
 
@@ -159,8 +160,7 @@ class Publisher(threading.Thread):
         return rows
 
     def _headers(self, entry: Entry, window_span: Any, now_ns: int) -> Any:
-        if window_span is None:
-            return entry.headers
+        """The entry's headers with its trace context (tracing on: `window_span` is the window's span)."""
         assert self.tracing is not None
         if entry.trace_context is not None:
             context = self.tracing.event_span(entry.trace_context, window_span, entry.consumed_ns, now_ns)
