@@ -11,9 +11,8 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.http_support import get
+from tests.support.http_support import get, scrape, total
 from tests.support.kafka_support import (
     FAST_GROUP,
     WorkerProcess,
@@ -29,23 +28,6 @@ pytestmark = pytest.mark.integration
 
 # The model takes at least this long to load, so that "not ready" can be seen on any machine and device.
 LOADING_S = 2.0
-
-
-def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    status, body = get(f"http://127.0.0.1:{port}/metrics")
-    assert status == 200
-    samples = {}
-    for family in text_string_to_metric_families(body.decode()):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
-
-
-def total(samples, name: str, **labels: str) -> float:
-    return sum(
-        value for (sample, sample_labels), value in samples.items()
-        if sample == name and all((k, v) in sample_labels for k, v in labels.items())
-    )
 
 
 def test_probes_metrics_and_logs_follow_the_events(bootstrap, worker_topics):

@@ -12,9 +12,8 @@ import uuid
 
 import orjson
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.http_support import get
+from tests.support.http_support import get, scrape
 from tests.support.kafka_support import WorkerProcess, json_event, produce, read_json, wait_until, worker_env
 
 pytestmark = pytest.mark.integration
@@ -47,14 +46,12 @@ def free_ports(count: int) -> int:
 
 
 def by_process(port: int, name: str) -> dict[str, float]:
-    status, body = get(f"http://127.0.0.1:{port}/metrics")
-    assert status == 200
+    """A metric's value summed per process, from the supervisor's /metrics."""
     values: dict[str, float] = {}
-    for family in text_string_to_metric_families(body.decode()):
-        for sample in family.samples:
-            if sample.name == name:
-                key = sample.labels["worker_process"]
-                values[key] = values.get(key, 0.0) + sample.value
+    for (sample, labels), value in scrape(port).items():
+        if sample == name:
+            process = dict(labels)["worker_process"]
+            values[process] = values.get(process, 0.0) + value
     return values
 
 
