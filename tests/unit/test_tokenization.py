@@ -89,7 +89,7 @@ class RecordingBackend:
 
 def test_a_long_text_is_tokenized_from_a_prefix_and_one_that_comes_out_short_again_whole():
     tokenizer = TruncatingTokenizer(minilm(), 32)
-    recording = tokenizer.backend = RecordingBackend(tokenizer.backend)  # type: ignore[assignment]
+    recording = tokenizer.ascii_backend = RecordingBackend(tokenizer.ascii_backend)  # type: ignore[assignment]
     long_text = "many words in a long post " * 500
     spaced_out = "a" + " " * 400 + "then words " * 100  # its prefix holds a single word
     tokenizer.ids(["short", long_text, spaced_out])
@@ -120,3 +120,48 @@ def minilm_pre_tokenizer() -> dict:
     import json
 
     return json.loads(minilm().to_str())["pre_tokenizer"]
+
+
+def bert_normalized(lowercase: bool, clean_text: bool) -> Tokenizer:
+    """MiniLM's tokenizer with its `BertNormalizer` set as cased and uncased BERTs have it."""
+    tokenizer = minilm()
+    tokenizer.normalizer = normalizers.BertNormalizer(clean_text=clean_text, lowercase=lowercase)
+    return tokenizer
+
+
+def ascii_texts(count: int) -> list[str]:
+    """ASCII texts of words, capitals, punctuation and every control character, some only rarely."""
+    rng = random.Random(11)
+    words = " ".join(CORPUS).split()
+    pieces = words + ["HELLO", "MiXeD", "e-mail", "x!?", "\t", "\n", "\r\n", "  "]
+    controls = [chr(code) for code in range(32) if chr(code) not in "\t\n\r"] + ["\x7f"]
+    texts = []
+    for _ in range(count):
+        parts = rng.choices(pieces, k=rng.randrange(1, 60))
+        if rng.random() < 0.1:
+            parts.insert(rng.randrange(len(parts) + 1), rng.choice(controls) + rng.choice(words))
+        texts.append(rng.choice(["", " "]).join(parts))
+    return texts
+
+
+@pytest.mark.parametrize("lowercase", [True, False])
+@pytest.mark.parametrize("clean_text", [True, False])
+def test_plain_ascii_texts_skip_the_bert_normalizer_with_the_same_ids(lowercase, clean_text):
+    original = bert_normalized(lowercase, clean_text)
+    reference = Tokenizer.from_str(original.to_str())
+    reference.no_padding()
+    reference.enable_truncation(40)
+    texts = ascii_texts(600) + hard_texts(40)  # also non-ASCII texts and long ones cut at a prefix
+    tokenizer = TruncatingTokenizer(original, 40)
+    assert tokenizer.ascii_backend is not None
+    routed = tokenizer.ascii_backend = RecordingBackend(tokenizer.ascii_backend)  # type: ignore[assignment]
+    assert tokenizer.ids(texts) == [encoding.ids for encoding in reference.encode_batch(texts)]
+    went_plain = [text for call in routed.calls for text in call]
+    assert went_plain and all(text.isascii() for text in went_plain)
+    controlled = [text for text in texts if text.isascii() and any(ord(c) < 32 and c not in "\t\n\r" for c in text)]
+    assert controlled and all(text not in went_plain for text in controlled) == clean_text
+
+
+def test_tokenizers_without_bert_normalizer_have_no_ascii_copy():
+    assert TruncatingTokenizer(trained_bpe("byte-level"), 16).ascii_backend is None
+    assert TruncatingTokenizer(trained_bpe("metaspace"), 16).ascii_backend is None
