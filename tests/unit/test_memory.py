@@ -10,7 +10,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from worker.memory import HeapTrimmer, release_free_heap, resident_bytes, set_by_environment
+from worker.memory import (
+    PAGE_BYTES,
+    REFAULT_SECONDS_PER_PAGE,
+    HeapTrimmer,
+    release_free_heap,
+    resident_bytes,
+    set_by_environment,
+)
 
 MIB = 1 << 20
 
@@ -72,18 +79,38 @@ class Heap:
             self.clock.now += 0.020
 
 
+def share_of(freed: int, trim_s: float = 0.010, share: float = 0.05) -> float:
+    """The wait after a trim that took `trim_s` and released `freed` bytes: its cost over its share."""
+    return (trim_s + freed / PAGE_BYTES * REFAULT_SECONDS_PER_PAGE) / share
+
+
 def test_trims_that_hold_wait_their_share_of_the_time_and_no_longer():
     clock = Clock()
-    # Every trim brings the RSS 100 MiB down, and it climbs back over the limit in ~0.64 s.
-    heap = Heap(600 * MIB, growth=2 * MIB, freed=100 * MIB, clock=clock)
+    # Every trim brings the RSS 100 MiB down, and it climbs back over the limit in ~4 s.
+    heap = Heap(600 * MIB, growth=MIB // 2, freed=100 * MIB, clock=clock)
     trimmer = HeapTrimmer(564 * MIB, read_rss=heap.read, trim=heap.trim, clock=clock)
     assert trimmer.max_time_share == 0.05
-    heap.passes(trimmer, 500)  # 10 s
+    heap.passes(trimmer, 1000)  # 20 s
     gaps = [b - a for a, b in zip(heap.trims, heap.trims[1:])]
-    # 10 ms of trimming allows the next trim 0.2 s later (5% of the time); these held, so each
-    # came as soon as the RSS was over the limit again.
-    assert len(gaps) >= 8 and all(0.6 <= gap < 1.1 for gap in gaps), gaps
+    # 10 ms of trimming and faulting 100 MiB back allow the next trim ~1.5 s later (5% of the
+    # time); these held, so each came as soon as the RSS was over the limit again.
+    assert share_of(100 * MIB) < 2.0
+    assert len(gaps) >= 4 and all(4.0 <= gap < 4.05 for gap in gaps[1:]), gaps
     assert trimmer._backoff == 1.0
+
+
+def test_a_trim_counts_the_faults_that_bring_back_what_it_released():
+    waits = []
+    for freed in (1 * MIB, 200 * MIB):
+        clock = Clock()
+        heap = Heap(600 * MIB, growth=0, freed=freed, clock=clock)
+        trimmer = HeapTrimmer(564 * MIB, read_rss=heap.read, trim=heap.trim, clock=clock)
+        trimmer.after_pass()
+        assert heap.trims == [1000.0]
+        waits.append(trimmer._not_before - heap.trims[0])
+    # Same 10 ms trim: releasing 200 MiB (51,200 pages to fault back) waits ~25x longer.
+    assert waits[0] == pytest.approx(share_of(1 * MIB)) and waits[1] == pytest.approx(share_of(200 * MIB))
+    assert waits[1] > 10 * waits[0]
 
 
 def test_memory_no_trim_releases_raises_the_limit():
@@ -105,20 +132,21 @@ def test_trims_that_do_not_hold_back_off_and_one_that_holds_resets_the_wait():
     clock = Clock()
     heap = Heap(600 * MIB, growth=40 * MIB, freed=40 * MIB, clock=clock, ceiling=600 * MIB)
     trimmer = HeapTrimmer(564 * MIB, read_rss=heap.read, trim=heap.trim, clock=clock, headroom_bytes=0)
+    share = share_of(40 * MIB)  # ~0.7 s
     heap.passes(trimmer, 1000)  # 20 s
     gaps = [b - a for a, b in zip(heap.trims, heap.trims[1:])]
-    # 0.2 s after the first trim (its 5% share); doubled after each that did not hold.
-    assert len(gaps) == 6
-    assert all(wait <= gap < wait + 0.03 for wait, gap in zip([0.2, 0.4, 0.8, 1.6, 3.2, 6.4], gaps)), gaps
-    heap.passes(trimmer, 5000)  # 100 s more: the wait stops growing at 64 x 0.2 s
+    # One share after the first trim; doubled after each that did not hold.
+    assert len(gaps) == 4
+    assert all(wait <= gap < wait + 0.03 for wait, gap in zip([share * 2**n for n in range(4)], gaps)), gaps
+    heap.passes(trimmer, 8000)  # 160 s more: the wait stops growing at 64 shares
     longest = max(b - a for a, b in zip(heap.trims, heap.trims[1:]))
-    assert 12.8 <= longest < 12.83
-    # Fragmentation: trims hand back 100 MiB that takes the heap 0.6 s or more to grow again;
+    assert 64 * share <= longest < 64 * share + 0.03
+    # Fragmentation: trims hand back 100 MiB that takes the heap 4 s to grow again;
     # trims that hold bring the wait back to the share.
-    heap.freed, heap.growth = 100 * MIB, 2 * MIB
-    heap.passes(trimmer, 2000)
+    heap.freed, heap.growth = 100 * MIB, MIB // 2
+    heap.passes(trimmer, 6000)
     later = [b - a for a, b in zip(heap.trims, heap.trims[1:])][-5:]
-    assert all(0.6 <= gap < 1.1 for gap in later), later
+    assert all(4.0 <= gap < 4.05 for gap in later), later
     assert trimmer._backoff == 1.0
 
 
