@@ -17,6 +17,7 @@ from worker.memory import (
     release_free_heap,
     resident_bytes,
     set_by_environment,
+    thread_minor_faults,
 )
 
 MIB = 1 << 20
@@ -61,6 +62,11 @@ class Heap:
     def __init__(self, rss: int, growth: int, freed: int, clock: Clock, ceiling: int | None = None) -> None:
         self.rss, self.growth, self.freed, self.clock, self.ceiling = rss, growth, freed, clock, ceiling
         self.trims: list[float] = []
+        self.faults = 0  # a page faulted in for each page the RSS grows
+
+    def trimmer(self, limit: int, **options) -> HeapTrimmer:  # type: ignore[no-untyped-def]
+        return HeapTrimmer(limit, read_rss=self.read, trim=self.trim, clock=self.clock,
+                           read_faults=lambda: self.faults, **options)
 
     def read(self) -> int:
         return self.rss
@@ -72,52 +78,65 @@ class Heap:
 
     def passes(self, trimmer: HeapTrimmer, count: int) -> None:
         for _ in range(count):  # a pass every 20 ms
-            self.rss += self.growth
+            grown = self.rss + self.growth
             if self.ceiling is not None:
-                self.rss = min(self.rss, self.ceiling)
+                grown = min(grown, self.ceiling)
+            self.faults += max(0, grown - self.rss) // PAGE_BYTES
+            self.rss = grown
             trimmer.after_pass()
             self.clock.now += 0.020
 
 
-def share_of(freed: int, trim_s: float = 0.010, share: float = 0.05) -> float:
-    """The wait after a trim that took `trim_s` and released `freed` bytes: its cost over its share."""
-    return (trim_s + freed / PAGE_BYTES * REFAULT_SECONDS_PER_PAGE) / share
+def share_of(refaulted: int, trim_s: float = 0.010, share: float = 0.05) -> float:
+    """The wait after a trim that took `trim_s`, whose `refaulted` bytes the next passes faulted back in."""
+    return (trim_s + refaulted / PAGE_BYTES * REFAULT_SECONDS_PER_PAGE) / share
 
 
 def test_trims_that_hold_wait_their_share_of_the_time_and_no_longer():
     clock = Clock()
     # Every trim brings the RSS 100 MiB down, and it climbs back over the limit in ~4 s.
     heap = Heap(600 * MIB, growth=MIB // 2, freed=100 * MIB, clock=clock)
-    trimmer = HeapTrimmer(564 * MIB, read_rss=heap.read, trim=heap.trim, clock=clock)
+    trimmer = heap.trimmer(564 * MIB)
     assert trimmer.max_time_share == 0.05
     heap.passes(trimmer, 1000)  # 20 s
     gaps = [b - a for a, b in zip(heap.trims, heap.trims[1:])]
-    # 10 ms of trimming and faulting 100 MiB back allow the next trim ~1.5 s later (5% of the
-    # time); these held, so each came as soon as the RSS was over the limit again.
-    assert share_of(100 * MIB) < 2.0
+    # 10 ms of trimming, and the page faults of the passes after it, allow the next trim within
+    # 0.3 s (5% of the time); these held, so each came as soon as the RSS was over the limit again.
     assert len(gaps) >= 4 and all(4.0 <= gap < 4.05 for gap in gaps[1:]), gaps
     assert trimmer._backoff == 1.0
 
 
-def test_a_trim_counts_the_faults_that_bring_back_what_it_released():
+def test_a_trim_counts_the_faults_of_the_memory_taken_back_after_it():
     waits = []
-    for freed in (1 * MIB, 200 * MIB):
+    for growth in (0, 100 * MIB):  # what the trim released stays free, or the next pass takes it back
         clock = Clock()
-        heap = Heap(600 * MIB, growth=0, freed=freed, clock=clock)
-        trimmer = HeapTrimmer(564 * MIB, read_rss=heap.read, trim=heap.trim, clock=clock)
+        heap = Heap(600 * MIB, growth=0, freed=100 * MIB, clock=clock)
+        trimmer = heap.trimmer(564 * MIB)
         trimmer.after_pass()
         assert heap.trims == [1000.0]
+        heap.growth = growth
+        heap.passes(trimmer, 1)
         waits.append(trimmer._not_before - heap.trims[0])
-    # Same 10 ms trim: releasing 200 MiB (51,200 pages to fault back) waits ~25x longer.
-    assert waits[0] == pytest.approx(share_of(1 * MIB)) and waits[1] == pytest.approx(share_of(200 * MIB))
-    assert waits[1] > 10 * waits[0]
+    # Same 10 ms trim: faulting 100 MiB (25,600 pages) back in costs ~64 ms more.
+    assert waits[0] == pytest.approx(0.010 / 0.05)
+    assert waits[1] == pytest.approx((0.010 + 100 * MIB / PAGE_BYTES * REFAULT_SECONDS_PER_PAGE) / 0.05)
+    # Faults beyond the pages the trim released (new memory) are not its cost.
+    heap.passes(trimmer, 1)
+    assert heap.faults == 2 * 25_600 and trimmer._not_before - heap.trims[0] == pytest.approx(waits[1])
+
+
+def test_thread_minor_faults_counts_this_threads_faults():
+    before = thread_minor_faults()
+    touched = bytearray(32 << 20)
+    touched[:: PAGE_BYTES] = b"x" * len(range(0, len(touched), PAGE_BYTES))  # write every page
+    assert thread_minor_faults() > before
 
 
 def test_memory_no_trim_releases_raises_the_limit():
     # 600 MiB that no trim frees (oneDNN's kernel cache, librdkafka's queues): one trim finds out.
     clock = Clock()
     heap = Heap(600 * MIB, growth=0, freed=0, clock=clock)
-    trimmer = HeapTrimmer(564 * MIB, read_rss=heap.read, trim=heap.trim, clock=clock, headroom_bytes=64 * MIB)
+    trimmer = heap.trimmer(564 * MIB, headroom_bytes=64 * MIB)
     heap.passes(trimmer, 100)
     assert len(heap.trims) == 1 and trimmer.limit_bytes == 664 * MIB
     heap.growth = 1 * MIB  # free heap grows above that floor: trimmed once past the new limit
@@ -131,7 +150,7 @@ def test_trims_that_do_not_hold_back_off_and_one_that_holds_resets_the_wait():
     # buffers faulted in again): each trim that does not hold doubles the wait.
     clock = Clock()
     heap = Heap(600 * MIB, growth=40 * MIB, freed=40 * MIB, clock=clock, ceiling=600 * MIB)
-    trimmer = HeapTrimmer(564 * MIB, read_rss=heap.read, trim=heap.trim, clock=clock, headroom_bytes=0)
+    trimmer = heap.trimmer(564 * MIB, headroom_bytes=0)
     share = share_of(40 * MIB)  # ~0.7 s
     heap.passes(trimmer, 1000)  # 20 s
     gaps = [b - a for a, b in zip(heap.trims, heap.trims[1:])]
