@@ -39,11 +39,7 @@ _M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 32 << 20  # glibc's ceiling for its dynamic threshold (half a thread heap)
 TOP_PAD = 64 << 20  # a thread heap's size: a pass's buffers stay mapped for the next
 TRIM_THRESHOLD = 128 << 20
-MAX_BACKOFF = 64.0  # a trim's wait grows to 64 x (its cost / its share)
-# What the model thread pays per 4 KiB page it faults back in after a trim (kernel entry and
-# zeroing): ~2.5 µs measured on 2 AMD EPYC cores (system time over minor faults, host-capacity rounds).
-REFAULT_SECONDS_PER_PAGE = 2.5e-6
-PAGE_BYTES = 4096
+MAX_BACKOFF = 64.0  # a trim's wait grows to 64 x (its time / its share): ~8 s after a 6 ms trim
 
 # mallopt option -> (glibc's environment variable, its GLIBC_TUNABLES name): set by the user, left alone.
 _OPTIONS = {
@@ -71,16 +67,6 @@ def resident_bytes() -> int:
         return 0
 
 
-def thread_minor_faults() -> int:
-    """The calling thread's minor page faults so far (0 where the system does not count them)."""
-    try:
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
-    except (ImportError, AttributeError, OSError):
-        return 0
-
-
 def release_free_heap() -> bool:
     """glibc's malloc_trim(0): free pages inside the heap go back to the system. False elsewhere."""
     libc = _libc()
@@ -104,12 +90,9 @@ class HeapTrimmer:
     read_rss: Callable[[], int] = resident_bytes
     trim: Callable[[], object] = release_free_heap
     clock: Callable[[], float] = time.monotonic
-    read_faults: Callable[[], int] = thread_minor_faults  # the model thread's, which calls after_pass
-    # Trimming takes at most this share of the model thread's time: the trim itself, and the page
-    # faults of the passes after it, up to the pages it released (what the worker took back of
-    # them). Memory that is not free heap (CUDA's pinned host cache, threads' stacks) keeps the
-    # RSS above the limit whatever a trim does; trimming after every pass for it cost a quarter of
-    # the throughput on a GPU. On 2 CPU
+    # Trimming takes at most this share of the model thread's time. Memory that is not free heap
+    # (CUDA's pinned host cache, threads' stacks) keeps the RSS above the limit whatever a trim
+    # does; trimming after every pass for it cost a quarter of the throughput on a GPU. On 2 CPU
     # cores a trim took ~6 ms and a pass ~130 ms: 5% still trims after each pass that needs it
     # (2% let a backlog peak at 1.58x idle instead of 1.34x).
     max_time_share: float = 0.05
@@ -122,16 +105,11 @@ class HeapTrimmer:
     # back-off). If it was over the limit again sooner, what the trim released was working set
     # (events in flight, librdkafka's fetch queues, buffers the next passes fault back in) or not
     # free heap at all: the next trim then waits twice as long, up to MAX_BACKOFF times; after one
-    # that held, the wait is back to the share. With a near-free model, trims of 12 ms released
-    # ~130 MiB that the passes faulted back within 0.3 s: counting only the trims' own time, they
-    # came every 0.3 s and the model thread spent a quarter of its time in page faults.
+    # that held, the wait is back to the share. With a near-free model (5 ms passes) trimming at a
+    # fixed 5% cost the model thread a quarter of its time in page faults the share does not count.
     _backoff: float = 1.0
     _held_until: float = 0.0
     _over_too_soon: bool = False
-    _trimmed_at: float = 0.0
-    _trim_seconds: float = 0.0
-    _released_pages: int = 0
-    _faults_after_trim: int = 0
 
     @classmethod
     def above_current(cls, headroom_bytes: int, read_rss: Callable[[], int] = resident_bytes) -> HeapTrimmer | None:
@@ -144,16 +122,11 @@ class HeapTrimmer:
     def after_pass(self) -> None:
         started = self.clock()
         if started < self._not_before:
-            # What the passes since the last trim faulted back in lengthens its share.
-            refaults = min(max(0, self.read_faults() - self._faults_after_trim), self._released_pages)
-            self._wait_for_share(refaults)
-        if started < self._not_before:
             # Within the last trim's share, until the first reading over the limit: did it hold?
             if started < self._held_until and not self._over_too_soon:
                 self._over_too_soon = self.read_rss() > self.limit_bytes
             return
-        before = self.read_rss()
-        if before <= self.limit_bytes:
+        if self.read_rss() <= self.limit_bytes:
             return
         self._backoff = min(self._backoff * 2, MAX_BACKOFF) if self._over_too_soon else 1.0
         self._over_too_soon = False
@@ -161,18 +134,12 @@ class HeapTrimmer:
         ended = self.clock()
         left = self.read_rss()
         self.limit_bytes = max(self.limit_bytes, left + self.headroom_bytes)
-        self._trimmed_at, self._trim_seconds = started, ended - started
-        self._released_pages = max(0, before - left) // PAGE_BYTES
-        self._faults_after_trim = self.read_faults()
-        self._wait_for_share(refaults=0)
+        share = (ended - started) / self.max_time_share
+        self._held_until = started + share
+        self._not_before = started + share * self._backoff
         if log.isEnabledFor(logging.DEBUG):
             log.debug("heap trimmed", extra={"ms": round((ended - started) * 1000, 2), "rss_mib": left >> 20,
                                              "limit_mib": self.limit_bytes >> 20, "backoff": self._backoff})
-
-    def _wait_for_share(self, refaults: int) -> None:
-        share = (self._trim_seconds + refaults * REFAULT_SECONDS_PER_PAGE) / self.max_time_share
-        self._held_until = self._trimmed_at + share
-        self._not_before = self._trimmed_at + share * self._backoff
 
 
 def set_by_environment(option: int, environ: Mapping[str, str] = os.environ) -> bool:

@@ -10,15 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from worker.memory import (
-    PAGE_BYTES,
-    REFAULT_SECONDS_PER_PAGE,
-    HeapTrimmer,
-    release_free_heap,
-    resident_bytes,
-    set_by_environment,
-    thread_minor_faults,
-)
+from worker.memory import HeapTrimmer, release_free_heap, resident_bytes, set_by_environment
 
 MIB = 1 << 20
 
@@ -62,11 +54,6 @@ class Heap:
     def __init__(self, rss: int, growth: int, freed: int, clock: Clock, ceiling: int | None = None) -> None:
         self.rss, self.growth, self.freed, self.clock, self.ceiling = rss, growth, freed, clock, ceiling
         self.trims: list[float] = []
-        self.faults = 0  # a page faulted in for each page the RSS grows
-
-    def trimmer(self, limit: int, **options) -> HeapTrimmer:  # type: ignore[no-untyped-def]
-        return HeapTrimmer(limit, read_rss=self.read, trim=self.trim, clock=self.clock,
-                           read_faults=lambda: self.faults, **options)
 
     def read(self) -> int:
         return self.rss
@@ -78,65 +65,32 @@ class Heap:
 
     def passes(self, trimmer: HeapTrimmer, count: int) -> None:
         for _ in range(count):  # a pass every 20 ms
-            grown = self.rss + self.growth
+            self.rss += self.growth
             if self.ceiling is not None:
-                grown = min(grown, self.ceiling)
-            self.faults += max(0, grown - self.rss) // PAGE_BYTES
-            self.rss = grown
+                self.rss = min(self.rss, self.ceiling)
             trimmer.after_pass()
             self.clock.now += 0.020
 
 
-def share_of(refaulted: int, trim_s: float = 0.010, share: float = 0.05) -> float:
-    """The wait after a trim that took `trim_s`, whose `refaulted` bytes the next passes faulted back in."""
-    return (trim_s + refaulted / PAGE_BYTES * REFAULT_SECONDS_PER_PAGE) / share
-
-
 def test_trims_that_hold_wait_their_share_of_the_time_and_no_longer():
     clock = Clock()
-    # Every trim brings the RSS 100 MiB down, and it climbs back over the limit in ~4 s.
-    heap = Heap(600 * MIB, growth=MIB // 2, freed=100 * MIB, clock=clock)
-    trimmer = heap.trimmer(564 * MIB)
+    # Every trim brings the RSS 100 MiB down, and it climbs back over the limit in ~0.64 s.
+    heap = Heap(600 * MIB, growth=2 * MIB, freed=100 * MIB, clock=clock)
+    trimmer = HeapTrimmer(564 * MIB, read_rss=heap.read, trim=heap.trim, clock=clock)
     assert trimmer.max_time_share == 0.05
-    heap.passes(trimmer, 1000)  # 20 s
+    heap.passes(trimmer, 500)  # 10 s
     gaps = [b - a for a, b in zip(heap.trims, heap.trims[1:])]
-    # 10 ms of trimming, and the page faults of the passes after it, allow the next trim within
-    # 0.3 s (5% of the time); these held, so each came as soon as the RSS was over the limit again.
-    assert len(gaps) >= 4 and all(4.0 <= gap < 4.05 for gap in gaps[1:]), gaps
+    # 10 ms of trimming allows the next trim 0.2 s later (5% of the time); these held, so each
+    # came as soon as the RSS was over the limit again.
+    assert len(gaps) >= 8 and all(0.6 <= gap < 1.1 for gap in gaps), gaps
     assert trimmer._backoff == 1.0
-
-
-def test_a_trim_counts_the_faults_of_the_memory_taken_back_after_it():
-    waits = []
-    for growth in (0, 100 * MIB):  # what the trim released stays free, or the next pass takes it back
-        clock = Clock()
-        heap = Heap(600 * MIB, growth=0, freed=100 * MIB, clock=clock)
-        trimmer = heap.trimmer(564 * MIB)
-        trimmer.after_pass()
-        assert heap.trims == [1000.0]
-        heap.growth = growth
-        heap.passes(trimmer, 1)
-        waits.append(trimmer._not_before - heap.trims[0])
-    # Same 10 ms trim: faulting 100 MiB (25,600 pages) back in costs ~64 ms more.
-    assert waits[0] == pytest.approx(0.010 / 0.05)
-    assert waits[1] == pytest.approx((0.010 + 100 * MIB / PAGE_BYTES * REFAULT_SECONDS_PER_PAGE) / 0.05)
-    # Faults beyond the pages the trim released (new memory) are not its cost.
-    heap.passes(trimmer, 1)
-    assert heap.faults == 2 * 25_600 and trimmer._not_before - heap.trims[0] == pytest.approx(waits[1])
-
-
-def test_thread_minor_faults_counts_this_threads_faults():
-    before = thread_minor_faults()
-    touched = bytearray(32 << 20)
-    touched[:: PAGE_BYTES] = b"x" * len(range(0, len(touched), PAGE_BYTES))  # write every page
-    assert thread_minor_faults() > before
 
 
 def test_memory_no_trim_releases_raises_the_limit():
     # 600 MiB that no trim frees (oneDNN's kernel cache, librdkafka's queues): one trim finds out.
     clock = Clock()
     heap = Heap(600 * MIB, growth=0, freed=0, clock=clock)
-    trimmer = heap.trimmer(564 * MIB, headroom_bytes=64 * MIB)
+    trimmer = HeapTrimmer(564 * MIB, read_rss=heap.read, trim=heap.trim, clock=clock, headroom_bytes=64 * MIB)
     heap.passes(trimmer, 100)
     assert len(heap.trims) == 1 and trimmer.limit_bytes == 664 * MIB
     heap.growth = 1 * MIB  # free heap grows above that floor: trimmed once past the new limit
@@ -150,22 +104,21 @@ def test_trims_that_do_not_hold_back_off_and_one_that_holds_resets_the_wait():
     # buffers faulted in again): each trim that does not hold doubles the wait.
     clock = Clock()
     heap = Heap(600 * MIB, growth=40 * MIB, freed=40 * MIB, clock=clock, ceiling=600 * MIB)
-    trimmer = heap.trimmer(564 * MIB, headroom_bytes=0)
-    share = share_of(40 * MIB)  # ~0.7 s
+    trimmer = HeapTrimmer(564 * MIB, read_rss=heap.read, trim=heap.trim, clock=clock, headroom_bytes=0)
     heap.passes(trimmer, 1000)  # 20 s
     gaps = [b - a for a, b in zip(heap.trims, heap.trims[1:])]
-    # One share after the first trim; doubled after each that did not hold.
-    assert len(gaps) == 4
-    assert all(wait <= gap < wait + 0.03 for wait, gap in zip([share * 2**n for n in range(4)], gaps)), gaps
-    heap.passes(trimmer, 8000)  # 160 s more: the wait stops growing at 64 shares
+    # 0.2 s after the first trim (its 5% share); doubled after each that did not hold.
+    assert len(gaps) == 6
+    assert all(wait <= gap < wait + 0.03 for wait, gap in zip([0.2, 0.4, 0.8, 1.6, 3.2, 6.4], gaps)), gaps
+    heap.passes(trimmer, 5000)  # 100 s more: the wait stops growing at 64 x 0.2 s
     longest = max(b - a for a, b in zip(heap.trims, heap.trims[1:]))
-    assert 64 * share <= longest < 64 * share + 0.03
-    # Fragmentation: trims hand back 100 MiB that takes the heap 4 s to grow again;
+    assert 12.8 <= longest < 12.83
+    # Fragmentation: trims hand back 100 MiB that takes the heap 0.6 s or more to grow again;
     # trims that hold bring the wait back to the share.
-    heap.freed, heap.growth = 100 * MIB, MIB // 2
-    heap.passes(trimmer, 6000)
+    heap.freed, heap.growth = 100 * MIB, 2 * MIB
+    heap.passes(trimmer, 2000)
     later = [b - a for a, b in zip(heap.trims, heap.trims[1:])][-5:]
-    assert all(4.0 <= gap < 4.05 for gap in later), later
+    assert all(0.6 <= gap < 1.1 for gap in later), later
     assert trimmer._backoff == 1.0
 
 
