@@ -36,8 +36,10 @@ _SPLITS_ON_WHITESPACE = {"BertPreTokenizer", "Whitespace", "WhitespaceSplit"}
 _ONLY_SPLIT = _SPLITS_ON_WHITESPACE | {"Punctuation", "Digits", "Split", "UnicodeScripts", "CharDelimiterSplit"}
 _WHITESPACE = (" ", "\n", "\t")
 # The ASCII characters BERT's `clean_text` removes (controls other than tab, newline and return).
-# It also turns tab, newline and return into spaces, which its pre-tokenizer splits on alike.
+# It also turns tab, newline and return into spaces: the same to a pre-tokenizer that splits on
+# whitespace, not to others (a tokenizer with one of those sends texts holding them the long way).
 _CLEANED_ASCII = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CLEANED_OR_SPACED_ASCII = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def cuts_at_whitespace(pre_tokenizer: dict | None) -> bool:
@@ -75,12 +77,14 @@ class TruncatingTokenizer:
             max_length * CHARS_PER_TOKEN if cuts_at_whitespace(config.get("pre_tokenizer")) else None
         )
         self.ascii_backend: Tokenizer | None = None  # for plain ASCII texts, where it gives the same ids
-        self.cleans_text = False
+        self.not_plain: re.Pattern[str] | None = None  # ASCII characters the normalizer would change
         normalizer = config.get("normalizer") or {}
         if normalizer.get("type") == "BertNormalizer":
             self.ascii_backend = Tokenizer.from_str(self.backend.to_str())
             self.ascii_backend.normalizer = normalizers.Lowercase() if normalizer.get("lowercase", True) else None
-            self.cleans_text = bool(normalizer.get("clean_text", True))
+            if normalizer.get("clean_text", True):
+                splits = (config.get("pre_tokenizer") or {}).get("type") in _SPLITS_ON_WHITESPACE
+                self.not_plain = _CLEANED_ASCII if splits else _CLEANED_OR_SPACED_ASCII
 
     def ids(self, texts: list[str]) -> list[list[int]]:
         """Token ids per text, as the tokenizer gives them for the whole text truncated at `max_length`."""
@@ -111,8 +115,9 @@ class TruncatingTokenizer:
         if plain_backend is None:
             return self.backend.encode_batch_fast(texts)
         plain = [row for row, text in enumerate(texts) if text.isascii()]
-        if self.cleans_text and plain and _CLEANED_ASCII.search("".join([texts[row] for row in plain])):
-            plain = [row for row in plain if not _CLEANED_ASCII.search(texts[row])]  # rare: find them
+        not_plain = self.not_plain
+        if not_plain is not None and plain and not_plain.search("".join([texts[row] for row in plain])):
+            plain = [row for row in plain if not not_plain.search(texts[row])]  # rare: find them
         if len(plain) == len(texts):
             return plain_backend.encode_batch_fast(texts)
         if not plain:

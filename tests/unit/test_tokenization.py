@@ -165,3 +165,19 @@ def test_plain_ascii_texts_skip_the_bert_normalizer_with_the_same_ids(lowercase,
 def test_tokenizers_without_bert_normalizer_have_no_ascii_copy():
     assert TruncatingTokenizer(trained_bpe("byte-level"), 16).ascii_backend is None
     assert TruncatingTokenizer(trained_bpe("metaspace"), 16).ascii_backend is None
+
+
+def test_tabs_and_newlines_take_the_long_way_where_the_pre_tokenizer_does_not_split_on_them():
+    """`clean_text` turns them into spaces; a pre-tokenizer that splits on single spaces only sees
+    the difference, so the ASCII copy must not be given them."""
+    original = bert_normalized(lowercase=True, clean_text=True)
+    original.pre_tokenizer = pre_tokenizers.Split(" ", behavior="removed")
+    reference = Tokenizer.from_str(original.to_str())
+    reference.no_padding()
+    reference.enable_truncation(40)
+    texts = ["tab\tseparated words", "new\nline here", "carriage\r\nreturn", "plain words only"]
+    expected = [encoding.ids for encoding in reference.encode_batch(texts)]
+    tokenizer = TruncatingTokenizer(original, 40)
+    assert tokenizer.ascii_backend is not None
+    assert tokenizer.ascii_backend.encode(texts[0]).ids != expected[0]  # the copy would get it wrong
+    assert tokenizer.ids(texts) == expected
