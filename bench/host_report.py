@@ -72,10 +72,14 @@ def median_rates(rounds: list[HostRound]) -> dict[str, float]:
 
 
 def cpu_per_event(rounds: list[HostRound]) -> dict[str, float]:
-    """Median µs of CPU per event for each thread role (0 in a round where it did not run), busiest first."""
+    """Median µs of CPU per event for each thread role (0 in a round where it did not run), busiest first.
+
+    Threads that used no CPU over the runs (the HTTP server, the model loader that ended) are left out.
+    """
     roles = {role for r in rounds for role in r.worker_cpu}
     medians = {role: statistics.median(r.worker_cpu.get(role, 0.0) * 1e6 / r.events for r in rounds) for role in roles}
-    return dict(sorted(medians.items(), key=lambda item: (-item[1], item[0])))
+    busy = {role: us for role, us in medians.items() if us >= 0.05}
+    return dict(sorted(busy.items(), key=lambda item: (-item[1], item[0])))
 
 
 @dataclass
@@ -109,8 +113,6 @@ def rate_rows(run: HostRun) -> list[list[str]]:
 def cpu_rows(run: HostRun) -> list[list[str]]:
     per_event = cpu_per_event(run.rounds)
     total = sum(per_event.values())
-    # Threads that used no CPU over the runs (the HTTP server, the model loader that ended) say nothing.
-    per_event = {role: us for role, us in per_event.items() if us >= 0.05}
     wall = statistics.median(r.worker_seconds * 1e6 / r.events for r in run.rounds)
     rows = [[f"`{role}`" if role[0].islower() and " " not in role else role, f"{us:.1f}", f"{us / total:.0%}"]
             for role, us in per_event.items()]

@@ -99,6 +99,7 @@ def test_the_section_states_rates_ratio_verdict_and_cpu_by_thread():
     assert "median **0.17×**" in slow_worker and "**FAIL**" in slow_worker
     assert "| poll loop (main thread) | 66.7 | 43% |" in slow_worker  # 2.0 s of 4.7 s over 30,000 events
     assert "`http`" not in slow_worker  # no CPU: left out
+    assert "http" not in host_report.console_summary(sample_run(ratio_worker_seconds=10.0))
     assert "| _beside it: the local broker (same cores)_ | 20.0 |" in slow_worker
     assert "**pass**" in host_report.render_section(sample_run(ratio_worker_seconds=2.0))  # 15,000/s: 0.83x
 
