@@ -62,17 +62,22 @@ def hard_texts(max_length: int) -> list[str]:
     return texts
 
 
+def reference_ids(original: Tokenizer, max_length: int, texts: list[str]) -> list[list[int]]:
+    """The ids the tokenizer itself gives each whole text, truncated at `max_length`, unpadded."""
+    reference = Tokenizer.from_str(original.to_str())
+    reference.no_padding()
+    reference.enable_truncation(max_length)
+    return [encoding.ids for encoding in reference.encode_batch(texts)]
+
+
 @pytest.mark.parametrize("kind", ["wordpiece", "byte-level", "metaspace"])
 @pytest.mark.parametrize("max_length", [16, 33, 257])
 def test_the_ids_are_those_of_the_whole_text(kind, max_length):
     original = minilm() if kind == "wordpiece" else trained_bpe(kind)
-    reference = Tokenizer.from_str(original.to_str())
-    reference.no_padding()
-    reference.enable_truncation(max_length)
     texts = hard_texts(max_length)
     tokenizer = TruncatingTokenizer(original, max_length)
     assert tokenizer.prefix_chars == max_length * CHARS_PER_TOKEN
-    assert tokenizer.ids(texts) == [encoding.ids for encoding in reference.encode_batch(texts)]
+    assert tokenizer.ids(texts) == reference_ids(original, max_length, texts)
 
 
 class RecordingBackend:
@@ -148,14 +153,11 @@ def ascii_texts(count: int) -> list[str]:
 @pytest.mark.parametrize("clean_text", [True, False])
 def test_plain_ascii_texts_skip_the_bert_normalizer_with_the_same_ids(lowercase, clean_text):
     original = bert_normalized(lowercase, clean_text)
-    reference = Tokenizer.from_str(original.to_str())
-    reference.no_padding()
-    reference.enable_truncation(40)
     texts = ascii_texts(600) + hard_texts(40)  # also non-ASCII texts and long ones cut at a prefix
     tokenizer = TruncatingTokenizer(original, 40)
     assert tokenizer.ascii_backend is not None
     routed = tokenizer.ascii_backend = RecordingBackend(tokenizer.ascii_backend)  # type: ignore[assignment]
-    assert tokenizer.ids(texts) == [encoding.ids for encoding in reference.encode_batch(texts)]
+    assert tokenizer.ids(texts) == reference_ids(original, 40, texts)
     went_plain = [text for call in routed.calls for text in call]
     assert went_plain and all(text.isascii() for text in went_plain)
     controlled = [text for text in texts if text.isascii() and any(ord(c) < 32 and c not in "\t\n\r" for c in text)]
@@ -172,11 +174,8 @@ def test_tabs_and_newlines_take_the_long_way_where_the_pre_tokenizer_does_not_sp
     the difference, so the ASCII copy must not be given them."""
     original = bert_normalized(lowercase=True, clean_text=True)
     original.pre_tokenizer = pre_tokenizers.Split(" ", behavior="removed")
-    reference = Tokenizer.from_str(original.to_str())
-    reference.no_padding()
-    reference.enable_truncation(40)
     texts = ["tab\tseparated words", "new\nline here", "carriage\r\nreturn", "plain words only"]
-    expected = [encoding.ids for encoding in reference.encode_batch(texts)]
+    expected = reference_ids(original, 40, texts)
     tokenizer = TruncatingTokenizer(original, 40)
     assert tokenizer.ascii_backend is not None
     assert tokenizer.ascii_backend.encode(texts[0]).ids != expected[0]  # the copy would get it wrong
