@@ -34,6 +34,7 @@ import orjson  # noqa: E402
 from bench import ceiling, dataset, host_path, host_report, machine, report, thread_cpu  # noqa: E402
 from bench.host_report import MODEL, PASS_THROUGH, TOKENIZER, HostRound, HostRun  # noqa: E402
 from bench.phases import log  # noqa: E402
+from bench.sections import HOST_CAPACITY  # noqa: E402
 from bench.tiny_model import near_free_model  # noqa: E402
 from bench.topics import INPUT_PARTITIONS, QUIET, InputWriter, OutputReader, TopicSet, broker, fresh_topics  # noqa: E402
 from bench.worker_process import WorkerProcess  # noqa: E402
@@ -318,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         old = args.out.read_text() if args.out.exists() else ""
-        args.out.write_text(host_report.splice(old, host_report.render_section(run)))
+        args.out.write_text(HOST_CAPACITY.splice(old, host_report.render_section(run)))
         log(f"wrote the host-capacity section of {args.out}")
     return host_report.exit_code(host_report.median_ratio(run.rounds), args.check)
 

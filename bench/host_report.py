@@ -3,18 +3,16 @@ thread, and its section of docs/benchmarks.md (between markers, replaced in plac
 
 from __future__ import annotations
 
-import re
 import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
 from bench.report import markdown_table, run_lines
+from bench.sections import HOST_CAPACITY
 
 # The worker with the near-free model against the slowest of its parts alone, same events, same run.
 TARGET = 0.65
-START = "<!-- host-capacity:start -->"
-END = "<!-- host-capacity:end -->"
-_SECTION = re.compile(re.escape(START) + r".*?" + re.escape(END) + r"\n?", re.S)
+START, END = HOST_CAPACITY.start, HOST_CAPACITY.end
 
 PASS_THROUGH = "Kafka pass-through"
 TOKENIZER = "tokenizer"
@@ -254,19 +252,6 @@ def host_path_lines(path: Any) -> list[str]:
         *markdown_table(["stage", *(f"µs per event, width {width} ({name})" for width, name in path.widths.items())],
                         rows),
     ]
-
-
-def splice(document: str, section: str) -> str:
-    """`document` with its host-capacity section replaced by `section` (appended when it has none)."""
-    if _SECTION.search(document):
-        return _SECTION.sub(lambda _: section, document, count=1)
-    return document.rstrip("\n") + "\n\n" + section if document.strip() else section
-
-
-def carry_over(old_document: str | None, new_document: str) -> str:
-    """The new report with the old one's host-capacity section kept (bench/run.py rewrites the rest)."""
-    found = _SECTION.search(old_document or "")
-    return splice(new_document, found.group(0)) if found and not _SECTION.search(new_document) else new_document
 
 
 def console_summary(run: HostRun) -> str:

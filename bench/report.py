@@ -9,6 +9,7 @@ from bench.baselines import LoopResult
 from bench.ceiling import PassResult
 from bench.machine import LoadMonitor
 from bench.phases import BacklogResult, LatencyResult, WorkerRound
+from bench.sections import TRIED_AND_MEASURED
 from worker.precision import MIN_COSINE, ProbeCheck
 
 MIB = 2**20
@@ -275,115 +276,13 @@ def where_time_goes(results: Results) -> list[str]:
     return lines
 
 
-# What was measured and kept or dropped, so that nobody has to try it again. The scaffolding that
-# measured these (bench/experiments.py, bench/patches.py) was removed in December 2026; its
-# figures are the paired-round medians of those runs, on the same 2-core machines.
-TRIED_AND_MEASURED = [
-    "## Tried and measured",
-    "",
-    "Kept in the worker (each measured side by side with the model alone on 2 CPU cores):",
-    "",
-    "- Least-cost batch cuts of length-sorted windows, and taking the first fetched record at once.",
-    "- A 1 ms GIL switch interval (`worker/cli.py`): 0.85× → 0.93× of the model alone.",
-    "- Loading and warming the model on a short-lived thread, so the model thread owns the only OpenMP"
-    " team: ~19,000 → ~5,000 context switches per 3,000 events, 1.7 → 1.9 busy cores.",
-    "- glibc malloc keeping a 64 MiB top pad and a fixed 32 MiB mmap threshold (`worker/memory.py`): the"
-    " worker took ~250 minor page faults per event with glibc's defaults, the model alone ~0;"
-    " 0.88× → 0.93–0.97×. Heap trimming above a 64 MiB headroom keeps a backlog's RSS near 1.2× idle.",
-    "- Closing the window at once when no window waits for the model (light-load latency; the next"
-    " window is ready when the model finishes the one in hand, instead of being closed once it is idle:"
-    " host-capacity medians ~6,100 → ~7,000 events/s over 4 paired rounds, near the machine's noise;"
-    " kept because the model no longer waits for the poll thread's current chunk by design).",
-    "- Each thread keeps glibc's arena of its own (`worker/memory.py`): two shared arenas made the poll"
-    " thread's tokenizer and the model thread wait on each other's lock. The host-capacity worker"
-    " (near-free model, 1 thread, bfloat16; paired rounds of 12,000 events) went from ~4,600 to"
-    " ~6,100 events/s; a 30,000-event backlog peaked at 1.18× idle against 1.21× in float32"
-    " (1.86× against 2.00× in bfloat16).",
-    "- Heap trimming that pays (`worker/memory.py`): the limit rises to the RSS a trim leaves plus the"
-    " headroom, and a trim whose memory comes back within its 5% share of the time doubles the wait"
-    " before the next. With the near-free model a fixed share trimmed ~14 times a round and cost the"
-    " model thread ~25% in page faults (~125 against ~98 µs per event with trimming off); now ~5"
-    " times a round. A 30,000-event MiniLM backlog peaked as before (1.21× idle in float32, 1.99× in"
-    " bfloat16). Judging a trim by how much it released did not help: the memory it releases is"
-    " working set, taken back by the next passes.",
-    "- Start-up objects (~400,000: torch, transformers, the model) frozen out of garbage collection"
-    " after warm-up (`gc.freeze()`): 17% of the poll thread's samples were in the collector.",
-    "- Batch plans solved a run of equal lengths at a time, with numpy (`worker/batcher.py`): a"
-    " GPU-sized window (2,048 events, batch 256) took ~45 ms of the poll thread in pure Python, ~5–7 ms"
-    " with one numpy reduction per entry, now ~2.5–3 ms; the cuts are the same.",
-    "- The host path per window: intake hands a polled chunk's entries and lengths to"
-    " `Batcher.add_all`, which cuts it into windows by slices; the publisher renders a window into one"
-    " list; no exemplar filter on the metrics (an OpenTelemetry histogram record cost 5.1 µs with the"
-    " default filter, 3.3 without, and `end_to_end.latency` is recorded for every event). The CPU per"
-    " event under the interpreter lock, one thread, a model that does nothing (the measurement that"
-    " became `bench/host_path.py`), 2 paired runs: ~21 → ~19 µs at embedding width 32, ~30 → ~22 at"
-    " 384.",
-    "- Deliveries counted per window rather than per output: the publisher's CPU per event is within"
-    " noise either way (~22–32 µs, mostly rendering JSON), kept because the offset tracker is then told"
-    " once per window.",
-    "- Back-pressure that holds windows instead of pausing (`worker/pausing.py`): librdkafka drops a"
-    " paused partition's prefetched records and fetches them again, and the host-capacity worker"
-    " fetched 133,500 records for 60,000 consumed; holding, it fetched 60,000. Host-capacity medians"
-    " over 12 paired rounds in alternating order: 0.62 against 0.60 (an earlier 9, the new code always"
-    " second: 0.56 against 0.62), within this machine's noise; kept for the broker's sake.",
-    "- Tokenizing a long text from a prefix cut at a space (`worker/tokenization.py`): 2,000 documents"
-    " of 5,000–30,000 characters took 265–269 µs each instead of 2,205–2,370; the benchmark's events"
-    " (posts of at most 500 words) as before.",
-    "- Plain ASCII texts skip BERT's normalizer (`worker/tokenization.py`): its accent stripping and"
-    " text cleaning change nothing there, and only its lowercasing is kept. The worker's tokenizer on"
-    " the benchmark's 30,000 texts (94% ASCII), one thread, 7 alternating runs: 49.5 against 64.8 µs"
-    " of CPU per event (0.71×); the poll thread's CPU per event in host-capacity rounds 70.5–78.2"
-    " against 83.2–90.3.",
-    "- `fetch.queue.backoff.ms` 50 instead of librdkafka's 1,000 (`worker/kafka_clients.py`): with the"
-    " prefetch bounded at 16 MB, a worker that drained it waited out the backoff. A backlog of 20,000"
-    " records of 4 KB (short texts, near-free model): 10,985, 10,833 and 10,054 events/s against"
-    " 14,032, 11,458 and 14,292 in paired runs.",
-    "",
-    "Tried and left out (no gain beyond the noise of paired rounds, medians of 5–6 rounds, the default"
-    " at 0.89× each time): helper threads at nice 19 (0.88–0.90×); GOMP_SPINCOUNT=10000 (0.90×);"
-    " a 0.2 ms switch interval (0.89×); OMP_WAIT_POLICY=PASSIVE (0.83×, worse); ACTIVE (an idle"
-    " worker spins its cores); a heap-trimming limit above the warm-up peak (0.88×, RSS 1.57×); no"
-    " heap trimming (0.92×, RSS 2.02×); malloc_trim from another thread during a pass (lower peak,"
-    " 1.19×, more faults); copying a window's outputs into anonymous mmaps (the heap grew as fast);"
-    " glibc arenas per thread or one arena without trimming (peaks 1.61–1.91×); mimalloc through"
-    " LD_PRELOAD (0.88×); a trimming headroom of 128 or 192 MiB (within the noise); max_tokens 2048"
-    " (0.87×); producer linger 50 ms (0.87×); transparent huge pages (fewer faults, no measurable"
-    " speed-up). On the host path (near-free model): turning the garbage collector off beyond"
-    " freezing start-up objects (within the noise); shape buckets for bfloat16 (rows to multiples"
-    " of 8, lengths of 16, so that oneDNN reuses the kernels it builds per batch shape, ~2 ms"
-    " each): passes over new shapes 6,200 → 8,100 events/s but repeated shapes 7,700 → 8,300 and"
-    " float32 12,400 → 9,200, so the benchmark's near-free model runs in float32 instead. Timing"
-    " warm-up's per-token cost on 32-token texts instead of at max_length (where attention makes a"
-    " near-free model's tokens look dear): its pass overhead read 179 tokens instead of 56 and passes"
-    " held ~63 events instead of ~37, but paired quick rounds gave 0.72 and 0.54 against 0.67 and"
-    " 0.61 (no gain beyond the noise), and on a GPU a short reference batch would leave the device"
-    " idle and make passes look cheap. The poll thread at nice 5 or 10, so that the model thread gets"
-    " the core first: host-capacity medians 0.62 and 0.59 against 0.68 in one set of runs, 0.51 and"
-    " 0.65 against 0.62 in another (with other load). No heap trimming with the near-free model:"
-    " medians over 9 paired rounds 0.67 against 0.65, within the noise, while a MiniLM backlog peaks"
-    " at 2.98× idle without it. Every pass at `max_size` (`pass_overhead_tokens` 100,000): 0.42–0.47"
-    " against 0.59–0.69 by default over 3 paired sets of 2 rounds (the near-free model is slower per"
-    " event in passes of 256 than of 32–64). Taking one record a turn as soon as the model's queue is"
-    " full, so that one window fewer waits in the worker and a burst's last second, when only the"
-    " model works, is shorter: medians 0.62 against 0.61 over 6 paired rounds, and with `queue_depth`"
-    " 1 windows would alternate between full and nearly empty. Padding a batch with numpy masks"
-    " instead of a row at a time: 1.3–1.4 against 1.6–1.7 µs per row, too little to change it."
-    " The model thread pinned to one core and the worker's other threads to the other, so that the"
-    " model's caches are not shared: 0.55, 0.65, 0.57, 0.72 against 0.58, 0.62, 0.69, 0.64 over 2"
-    " paired sets of 2 rounds. A tokenizer running on the other core does not slow the model alone"
-    " (122 against 125 µs of CPU per event alone, medians of 4). Heap trimming whose 5% share also"
-    " counts the page faults that bring back what a trim released (~2.5 µs per 4 KiB page): with the"
-    " near-free model, 12 ms trims released ~130 MiB that the passes faulted back within 0.3 s, just"
-    " past the 0.24 s share, so each seemed to hold and they came every 0.3 s (the model thread took"
-    " 13 faults and 32 µs of system time per event, against 1 and 5 with trimming off). Counting all"
-    " that a trim released: host-capacity rounds 0.61, 0.55, 0.69, 0.59, 0.73, 0.77 against 0.61,"
-    " 0.61, 0.61, 0.56, 0.62, 0.61 (3 paired sets of 2), but the MiniLM backlog peaked at 2.48× idle"
-    " (1498 / 605 MiB) against 2.07–2.23× before; counting only the faults the model thread took"
-    " after a trim, up to what it released: 2.57× (1554 / 605 MiB). The trims a MiniLM backlog needs"
-    " also release memory that comes back, so a share that counts its faults trims less and the"
-    " peak, which pods' memory limits are sized by, rises.",
-    "",
-]
+# "Tried and measured" is prose kept by hand in docs/benchmarks.md (bench/run.py carries it over); a
+# report written elsewhere (the GPU runs) points there.
+TRIED_PLACEHOLDER = TRIED_AND_MEASURED.wrap(
+    "## Tried and measured\n\n"
+    "What was tried to make the worker faster, what was kept and what was left out, with the measurements: "
+    "[docs/benchmarks.md](benchmarks.md#tried-and-measured), kept by hand."
+)
 
 
 def run_lines(command: str, machine: dict, broker: str, model: str, settings: dict) -> list[str]:
@@ -407,7 +306,8 @@ def render(results: Results) -> str:
         "# Benchmarks",
         "",
         "Written by `bench/run.py` from the run described below; do not edit by hand — rerun with "
-        "`make bench` (or `.venv/bin/python bench/run.py`).",
+        "`make bench` (or `.venv/bin/python bench/run.py`). The exception is \"Tried and measured\", kept "
+        "by hand between its markers: a run keeps it as it finds it.",
         "",
     ]
     if results.quick:
@@ -561,7 +461,7 @@ def render(results: Results) -> str:
         *[f"{k}={v}" for k, v in sorted(results.worker_env.items()) if "TOPICS" not in k and "GROUP" not in k],
         "```",
         "",
-        *TRIED_AND_MEASURED,
+        TRIED_PLACEHOLDER,
     ]
     return "\n".join(out)
 

@@ -34,8 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from bench import baselines, ceiling, dataset, host_report, machine, phases, report  # noqa: E402
+from bench import baselines, ceiling, dataset, machine, phases, report  # noqa: E402
 from bench.phases import log  # noqa: E402
+from bench.sections import HOST_CAPACITY, TRIED_AND_MEASURED  # noqa: E402
 from bench.topics import CommitWatcher, InputWriter, OutputReader, broker, fresh_topics  # noqa: E402
 from bench.worker_process import RssSampler, WorkerProcess  # noqa: E402
 
@@ -325,9 +326,12 @@ def main(argv: list[str] | None = None) -> int:
     print(report.console_table(results))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        # The host-capacity section is bench/host_capacity.py's: it stays until that benchmark rewrites it.
+        # The host-capacity section is bench/host_capacity.py's and "Tried and measured" is kept by
+        # hand: both stay as they are in the file this run replaces.
         previous = args.out.read_text() if args.out.exists() else None
-        args.out.write_text(host_report.carry_over(previous, text))
+        for section in (TRIED_AND_MEASURED, HOST_CAPACITY):
+            text = section.carry_over(previous, text)
+        args.out.write_text(text)
         log(f"wrote {args.out}")
     return 0 if all(target.passed is not False for target in report.targets(results)) else 1
 

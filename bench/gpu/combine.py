@@ -6,7 +6,7 @@ FILES_AT holds benchmarks-gpu.md (bench/run.py with the default model, MiniLM, a
 host-capacity section of bench/host_capacity.py) and benchmarks-gpu-bert-base.md (bench/run.py
 with the BERT-base-shaped classifier). The result is the first as it is, with a note on the
 models' random weights under its title, then the second under a heading of its own, its headings
-one level down (code blocks left alone), less the "Tried and measured" notes both carry.
+one level down (code blocks left alone), less the "Tried and measured" pointer both carry.
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from bench.sections import TRIED_AND_MEASURED  # noqa: E402
 
 NOTE = (
     "Both models ran with random weights, built offline by `bench/gpu/models.py` (the device has no model "
@@ -27,7 +30,6 @@ NOTE = (
     "model](#bert-base-shaped-classifier)."
 )
 BERT_HEADING = "## BERT-base-shaped classifier"
-SHARED = "## Tried and measured"  # the same text in both reports: kept once
 
 
 def demote(markdown: str) -> str:
@@ -48,10 +50,7 @@ def combine(minilm: str, bert: str) -> str:
     bert_body = bert.split("\n", 1)[1].lstrip("\n")
     if bert_body.startswith("Written by"):
         bert_body = bert_body.split("\n", 1)[1].lstrip("\n")
-    if SHARED in bert_body:
-        before, _, after = bert_body.partition(SHARED)
-        following = after.find("\n## ")
-        bert_body = before + (after[following + 1:] if following >= 0 else "")
+    bert_body = TRIED_AND_MEASURED.remove(bert_body)  # the same pointer as the first's: kept once
     return f"{title}\n\n{NOTE}\n{rest.rstrip()}\n\n{BERT_HEADING}\n\n{demote(bert_body).rstrip()}\n"
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from bench import host_capacity, host_report, thread_cpu
 from bench.host_report import MODEL, PASS_THROUGH, TOKENIZER, HostRound, HostRun
+from bench.sections import HOST_CAPACITY
 from bench.thread_cpu import LIBRDKAFKA, MAIN_THREAD, ThreadTime
 
 # A real /proc/PID/task/TID/stat line of a thread whose name holds a space and parentheses.
@@ -106,19 +107,20 @@ def test_the_section_states_rates_ratio_verdict_and_cpu_by_thread():
 
 def test_the_section_is_replaced_in_place_and_kept_when_bench_run_rewrites_the_report():
     first, second = host_report.render_section(sample_run(10.0)), host_report.render_section(sample_run(2.0))
+    assert HOST_CAPACITY.find(first) == first  # the section is exactly what its markers enclose
     document = "# Benchmarks\n\nintro\n"
-    once = host_report.splice(document, first)
+    once = HOST_CAPACITY.splice(document, first)
     assert once.startswith(document) and once.endswith(first)
     middle = once.replace(first, first + "\n## Later section\n")
-    twice = host_report.splice(middle, second)
+    twice = HOST_CAPACITY.splice(middle, second)
     assert first not in twice and second in twice and twice.endswith("## Later section\n")
     assert twice.count(host_report.START) == 1
     rewritten = "# Benchmarks\n\nnew figures\n"
-    kept = host_report.carry_over(twice, rewritten)
+    kept = HOST_CAPACITY.carry_over(twice, rewritten)
     assert kept.startswith(rewritten) and second in kept
-    assert host_report.splice("", first) == first  # a new file holds the section alone
-    assert host_report.carry_over(None, rewritten) == rewritten
-    assert host_report.carry_over("no section here", rewritten) == rewritten
+    assert HOST_CAPACITY.splice("", first) == first  # a new file holds the section alone
+    assert HOST_CAPACITY.carry_over(None, rewritten) == rewritten
+    assert HOST_CAPACITY.carry_over("no section here", rewritten) == rewritten
 
 
 def test_quick_sizes_write_no_file_unless_asked():
