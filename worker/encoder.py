@@ -33,6 +33,7 @@ from worker.labels import (
     head_label_set,
     load_labels_file,
 )
+from worker.memory import bound_kernel_caches
 from worker.precision import (
     PROBE_BATCH,
     PROBE_TEXTS,
@@ -153,6 +154,7 @@ class Encoder:
             torch.set_num_threads(options.num_threads or default_cpu_threads())
             # Tokenization runs beside the model; its own thread pool would fight torch for the cores.
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+            bound_kernel_caches()  # before the first pass builds a kernel
 
         config = AutoConfig.from_pretrained(path)
         positions = getattr(config, "max_position_embeddings", None)

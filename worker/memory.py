@@ -27,7 +27,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,13 @@ MMAP_THRESHOLD = 32 << 20  # glibc's ceiling for its dynamic threshold (half a t
 TOP_PAD = 64 << 20  # a thread heap's size: a pass's buffers stay mapped for the next
 TRIM_THRESHOLD = 128 << 20
 MAX_BACKOFF = 64.0  # a trim's wait grows to 64 x (its time / its share): ~8 s after a 6 ms trim
+
+# The kernel caches behind torch's CPU ops, bounded (see bound_kernel_caches): variable -> the
+# worker's default, with the variables that already set the same cache (set by the user: left alone).
+KERNEL_CACHES = {
+    "ONEDNN_PRIMITIVE_CACHE_CAPACITY": ("8", ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "DNNL_PRIMITIVE_CACHE_CAPACITY")),
+    "LRU_CACHE_CAPACITY": ("1", ("LRU_CACHE_CAPACITY",)),
+}
 
 # mallopt option -> (glibc's environment variable, its GLIBC_TUNABLES name): set by the user, left alone.
 _OPTIONS = {
@@ -140,6 +147,24 @@ class HeapTrimmer:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("heap trimmed", extra={"ms": round((ended - started) * 1000, 2), "rss_mib": left >> 20,
                                              "limit_mib": self.limit_bytes >> 20, "backoff": self._backoff})
+
+
+def bound_kernel_caches(environ: MutableMapping[str, str] = os.environ) -> dict[str, str]:
+    """Bounds the caches that oneDNN (ONEDNN_PRIMITIVE_CACHE_CAPACITY, 1,024 by default) and
+    PyTorch's ideep layer over it (LRU_CACHE_CAPACITY, 1,024) keep of the kernels they build for
+    each new input shape; returns what it set. Both read their variable at first use, so this runs
+    before the first forward pass; a variable the user set is left as it is.
+
+    A worker's batches come in hundreds of shapes, and in bfloat16 every new one built kernels that
+    stayed: a MiniLM backlog peaked at 2.02x idle RSS. With both caches bounded it stayed at 1.11x
+    (665 / 603 MiB), working as fast (docs/benchmarks.md, "Tried and measured"); either bound alone
+    left 1.61x and 2.16x, since ideep's entries keep the primitives oneDNN's cache lets go.
+    """
+    chosen = {}
+    for variable, (value, aliases) in KERNEL_CACHES.items():
+        if not any(alias in environ for alias in aliases):
+            environ[variable] = chosen[variable] = value
+    return chosen
 
 
 def set_by_environment(option: int, environ: Mapping[str, str] = os.environ) -> bool:

@@ -1,4 +1,5 @@
-"""The heap-trimming rule, with injected RSS readings; and the real glibc calls where they exist."""
+"""The heap-trimming rule, with injected RSS readings; the real glibc calls where they exist; and the
+bounds on the kernel caches behind torch's CPU ops."""
 
 import ctypes.util
 import json
@@ -10,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from worker.memory import HeapTrimmer, release_free_heap, resident_bytes, set_by_environment
+from worker.memory import HeapTrimmer, bound_kernel_caches, release_free_heap, resident_bytes, set_by_environment
 
 MIB = 1 << 20
 
@@ -225,3 +226,49 @@ def test_the_model_stage_calls_the_hook_after_every_pass(tiny_bert_dir):
     scored = stage.score(window)  # type: ignore[arg-type]
     assert len(calls) == 2
     assert scored.embeddings.shape == (3, encoder.dim)
+
+
+def test_kernel_caches_are_bounded_unless_the_user_set_them():
+    environ: dict[str, str] = {}
+    assert bound_kernel_caches(environ) == {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "8", "LRU_CACHE_CAPACITY": "1"}
+    assert environ == {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "8", "LRU_CACHE_CAPACITY": "1"}
+    # oneDNN also reads its older DNNL_ name: a user who set either keeps their capacity.
+    users = {"DNNL_PRIMITIVE_CACHE_CAPACITY": "1024", "LRU_CACHE_CAPACITY": "64"}
+    assert bound_kernel_caches(users) == {}
+    assert users == {"DNNL_PRIMITIVE_CACHE_CAPACITY": "1024", "LRU_CACHE_CAPACITY": "64"}
+
+
+# Loads a model on the CPU, then runs one oneDNN convolution over 10 batch shapes and the first
+# shape again: oneDNN's verbose log says whether that last one came from its cache.
+CACHE_PROBE = textwrap.dedent("""
+    import os, sys
+    from pathlib import Path
+    from worker.encoder import Encoder, EncoderOptions
+    import torch
+    Encoder(EncoderOptions(path=Path(sys.argv[1]), device="cpu"))
+    weights = torch.randn(8, 3, 3, 3)
+    with torch.inference_mode():
+        for rows in [*range(2, 12), 2]:
+            torch.nn.functional.conv2d(torch.randn(rows, 3, 16, 16), weights)
+    print("ENV", os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY"), os.environ.get("LRU_CACHE_CAPACITY"))
+""")
+
+
+def last_convolution_from_cache(model_dir, **env: str) -> tuple[bool, str]:
+    done = subprocess.run(
+        [sys.executable, "-c", CACHE_PROBE, str(model_dir)], capture_output=True, text=True, timeout=120, check=True,
+        env={**{k: v for k, v in os.environ.items() if "CACHE_CAPACITY" not in k},
+             "HF_HUB_OFFLINE": "1", "ONEDNN_VERBOSE": "profile_create", **env},
+    )
+    creations = [line for line in done.stdout.splitlines() if "create:cache_" in line and ",convolution," in line]
+    assert len(creations) == 11, done.stdout[-2000:]
+    settings = next(line for line in done.stdout.splitlines() if line.startswith("ENV "))
+    return "create:cache_hit" in creations[-1], settings
+
+
+def test_the_encoder_bounds_onednn_kernel_cache_before_its_first_pass(tiny_bert_dir):
+    # Bounded at 8 by the encoder: the first shape's kernel is gone after 10 others.
+    assert last_convolution_from_cache(tiny_bert_dir) == (False, "ENV 8 1")
+    # The user's own capacity holds it.
+    assert last_convolution_from_cache(tiny_bert_dir, ONEDNN_PRIMITIVE_CACHE_CAPACITY="1024",
+                                       LRU_CACHE_CAPACITY="1024") == (True, "ENV 1024 1024")
