@@ -12,7 +12,6 @@ from bench.sections import HOST_CAPACITY
 
 # The worker with the near-free model against the slowest of its parts alone, same events, same run.
 TARGET = 0.65
-START, END = HOST_CAPACITY.start, HOST_CAPACITY.end
 
 PASS_THROUGH = "Kafka pass-through"
 TOKENIZER = "tokenizer"
@@ -152,7 +151,6 @@ def render_section(run: HostRun) -> str:
     ratio = median_ratio(run.rounds)
     slow_names = sorted({r.slowest_part()[0] for r in run.rounds})
     out = [
-        START,
         "## Host capacity: the worker with a near-free model",
         "",
         "Written by `bench/host_capacity.py` (`make bench`, or `make bench-host` for a quick run); rerun it, "
@@ -216,9 +214,8 @@ def render_section(run: HostRun) -> str:
         "",
         "Other processes' share of the CPUs during each round: "
         + ", ".join(f"{r.others_share:.0%}" for r in run.rounds) + ".",
-        END,
     ]
-    return "\n".join(out) + "\n"
+    return HOST_CAPACITY.wrap("\n".join(out))
 
 
 # The stages of bench/host_path.py, as the report names them.

@@ -36,8 +36,9 @@ class MarkedSection:
 
     def splice(self, document: str, section: str) -> str:
         """`document` with this section replaced by `section` (appended when it has none)."""
-        if self.find(document) is not None:
-            return self._pattern().sub(lambda _: section, document, count=1)
+        replaced, found = self._pattern().subn(lambda _: section, document, count=1)
+        if found:
+            return replaced
         return document.rstrip("\n") + "\n\n" + section if document.strip() else section
 
     def remove(self, document: str) -> str:

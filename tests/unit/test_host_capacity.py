@@ -95,7 +95,7 @@ def sample_run(ratio_worker_seconds=1.0):
 
 def test_the_section_states_rates_ratio_verdict_and_cpu_by_thread():
     slow_worker = host_report.render_section(sample_run(ratio_worker_seconds=10.0))  # 3,000/s: 0.17x
-    assert slow_worker.startswith(host_report.START) and slow_worker.rstrip().endswith(host_report.END)
+    assert slow_worker.startswith(HOST_CAPACITY.start) and slow_worker.rstrip().endswith(HOST_CAPACITY.end)
     assert "| **the worker**, end to end | **3,000** |" in slow_worker
     assert "median **0.17×**" in slow_worker and "**FAIL**" in slow_worker
     assert "| poll loop (main thread) | 66.7 | 43% |" in slow_worker  # 2.0 s of 4.7 s over 30,000 events
@@ -114,7 +114,7 @@ def test_the_section_is_replaced_in_place_and_kept_when_bench_run_rewrites_the_r
     middle = once.replace(first, first + "\n## Later section\n")
     twice = HOST_CAPACITY.splice(middle, second)
     assert first not in twice and second in twice and twice.endswith("## Later section\n")
-    assert twice.count(host_report.START) == 1
+    assert twice.count(HOST_CAPACITY.start) == 1
     rewritten = "# Benchmarks\n\nnew figures\n"
     kept = HOST_CAPACITY.carry_over(twice, rewritten)
     assert kept.startswith(rewritten) and second in kept
